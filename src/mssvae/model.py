@@ -1,0 +1,454 @@
+"""The user-facing estimator: ``MSSVAE(...).fit(X, study)``, scikit-learn style."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+
+from . import _validation as val
+from . import likelihoods as lk
+from .module import MSSVAEModule
+from .spike_slab import Lambda0Schedule, e_step
+from .training import TrainingConfig, TrainingDivergedError, train
+
+FORMAT_VERSION = 1
+SUPPORT_THRESHOLD = 0.5  # a feature belongs to factor k iff |W_jk| > 0.5 (§5); used everywhere
+
+# Table 2 of the paper, per likelihood: the Gaussian column and the RNA column.
+TABLE2 = {
+    "gaussian": dict(n_shared=30, n_specific=5, hidden=(50, 50), max_epochs=500, lr=1e-2, lr_W=1e-2),
+    "nb": dict(n_shared=50, n_specific=10, hidden=(256, 128), max_epochs=800, lr=1e-3, lr_W=1e-2),
+}
+
+
+class MSSVAE(BaseEstimator):
+    """Multi-study sparse variational autoencoder (Moran & Krishnan).
+
+    Finds sparse loadings shared by all studies, W^(S) (G × K_S), and sparse loadings of each
+    study alone, W^(m) (G × K_m), with a nonlinear decoder (§2.2), Gaussian or negative-binomial
+    likelihood (§2.4), and spike-and-slab lasso priors that switch unneeded factors off.
+
+    Parameters
+    ----------
+    n_shared : int or None
+        Initial number of shared factors K_S (an upper bound; unused columns go to zero).
+        None → Table 2 (30 Gaussian, 50 NB).
+    n_specific : int, dict {study: int} or None
+        Initial K_m per study. None → Table 2 (5 Gaussian, 10 NB).
+    likelihood : {"gaussian", "nb"}
+        "nb" needs raw counts.
+    hidden : (int, int) or None
+        Hidden layer sizes of encoders and decoder. None → Table 2.
+    max_epochs : int or None
+        None → Table 2 (500 Gaussian, 800 NB).
+    batch_size : int
+        Target minibatch size; each batch holds max(2, batch_size // M) samples of every study.
+    lr, lr_W : float or None
+        Adam learning rates for the networks and for W. None → Table 2.
+    lambda1 : float
+        Slab penalty λ1 (0.1).
+    lambda0 : (float, float, float)
+        Spike penalties of the annealing schedule (1, 10, 15).
+    anneal_fractions : (float, float)
+        Fractions of the epochs spent at lambda0[0] and lambda0[1] (0.05, 0.25).
+    a, b : float or None
+        Beta(a, b) prior on the column inclusion rates η_k; b=None → G (Appendix C.2.1).
+    prior_weight : float
+        Multiplier of the spike-and-slab log-prior against the N-sample likelihood.  1 is Eq. 2.4
+        exactly.  See the README ("Prior/likelihood balance") for why and how it was chosen.
+    noise_alpha : float
+        α of the Inverse-Gamma noise prior (Gaussian only; 1.5).
+    feature_chunk_size : int or None
+        Decode features in chunks of this size to bound memory (None: chosen so that one
+        chunk's activations stay under ~256 MB).
+    device : {"auto", "cpu", "cuda", ...}
+        "auto" uses CUDA when available.
+    random_state : int
+        Seed for initialisation, minibatches and Monte Carlo draws (CPU runs repeat exactly).
+    verbose : bool
+        Show a progress bar.
+
+    Attributes
+    ----------
+    W_shared_ : ndarray (n_features, K_S)
+    W_specific_ : dict {study: ndarray (n_features, K_m)}
+    inclusion_shared_ : ndarray (n_features, K_S), posterior inclusion probabilities p*
+    inclusion_specific_ : dict {study: ndarray (n_features, K_m)}
+    eta_shared_, eta_specific_ : column inclusion rates η
+    active_shared_ : ndarray of int, indices of shared columns with any |W| > 0.5
+    active_specific_ : dict {study: ndarray of int}
+    n_shared_active_ : int, estimated K_S;  n_specific_active_ : dict {study: int}
+    studies_ : list of study labels (sorted);  n_features_in_ : int;  feature_names_in_ : ndarray
+    factor_names_ : list of str, columns of ``transform`` output
+    noise_variance_ : ndarray (n_features,) (Gaussian);  inverse_dispersion_ : ndarray (NB)
+    history_ : pandas.DataFrame, one row per epoch: the loss and each term, λ0, active columns
+    device_ : str;  converged_ : bool;  module_ : the fitted torch module
+    """
+
+    def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
+                 batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
+                 anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight=1.0, normalize_decoder=True, noise_alpha=1.5,
+                 feature_chunk_size=None, device="auto", random_state=0, verbose=False):
+        self.n_shared = n_shared
+        self.n_specific = n_specific
+        self.likelihood = likelihood
+        self.hidden = hidden
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_W = lr_W
+        self.lambda1 = lambda1
+        self.lambda0 = lambda0
+        self.anneal_fractions = anneal_fractions
+        self.a = a
+        self.b = b
+        self.prior_weight = prior_weight
+        self.normalize_decoder = normalize_decoder
+        self.noise_alpha = noise_alpha
+        self.feature_chunk_size = feature_chunk_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ settings
+    def _settings(self, labels: list, n_features: int) -> dict:
+        """Validated hyperparameters with Table 2 defaults filled in."""
+        likelihood = val.check_likelihood(self.likelihood)
+        d = TABLE2[likelihood]
+
+        def pick(value, key):
+            return d[key] if value is None else value
+
+        s = dict(likelihood=likelihood)
+        s["n_shared"] = val.check_positive_int(pick(self.n_shared, "n_shared"), "n_shared", allow_zero=True)
+        s["n_specific"] = val.check_n_specific(pick(self.n_specific, "n_specific"), labels)
+        if s["n_shared"] + sum(s["n_specific"]) == 0:
+            raise ValueError("`n_shared` and `n_specific` are both 0: the model needs at least one factor")
+        s["hidden"] = val.check_hidden(pick(self.hidden, "hidden"))
+        s["max_epochs"] = val.check_positive_int(pick(self.max_epochs, "max_epochs"), "max_epochs")
+        s["batch_size"] = val.check_positive_int(self.batch_size, "batch_size")
+        s["lr"] = val.check_positive_float(pick(self.lr, "lr"), "lr")
+        s["lr_W"] = val.check_positive_float(pick(self.lr_W, "lr_W"), "lr_W")
+        s["lambda1"] = val.check_positive_float(self.lambda1, "lambda1")
+        lam0 = tuple(val.check_positive_float(v, f"lambda0[{i}]") for i, v in enumerate(self.lambda0))
+        if len(lam0) != 3:
+            raise ValueError(f"`lambda0` must have 3 values (the annealing stages); got {self.lambda0}")
+        fr = tuple(float(f) for f in self.anneal_fractions)
+        if len(fr) != 2 or min(fr) < 0 or sum(fr) > 1:
+            raise ValueError(f"`anneal_fractions` must be 2 non-negative fractions summing to ≤ 1; got {fr}")
+        s["schedule"] = Lambda0Schedule(lam0, fr)
+        s["a"] = val.check_positive_float(self.a, "a")
+        s["b"] = float(n_features) if self.b is None else val.check_positive_float(self.b, "b")
+        s["prior_weight"] = val.check_positive_float(self.prior_weight, "prior_weight")
+        s["noise_alpha"] = val.check_positive_float(self.noise_alpha, "noise_alpha")
+        if self.feature_chunk_size is not None:
+            val.check_positive_int(self.feature_chunk_size, "feature_chunk_size")
+        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
+            raise TypeError(f"`random_state` must be an integer seed; got {self.random_state!r}")
+        return s
+
+    def _resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or a torch device; got {self.device!r}") \
+                from None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, study, feature_names=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array-like or scipy.sparse, (n_samples, n_features)
+            Values (Gaussian) or raw counts (NB).
+        study : array-like, (n_samples,)
+            Study (group) label of each sample; at least 2 studies with ≥ 2 samples each.
+        feature_names : sequence of str, optional
+            Defaults to the columns of a DataFrame X, else "feature_0", ….
+
+        Returns
+        -------
+        self
+        """
+        if feature_names is None and isinstance(X, pd.DataFrame):
+            feature_names = X.columns.astype(str).to_numpy()
+        X = val.check_X(X, self.likelihood if self.likelihood in val.LIKELIHOODS else "gaussian")
+        study = val.check_study(study, X.shape[0])
+        labels, codes = val.check_studies_for_fit(study)
+        s = self._settings(labels, X.shape[1])
+        n, G = X.shape
+        if feature_names is None:
+            feature_names = np.array([f"feature_{j}" for j in range(G)])
+        feature_names = np.asarray(feature_names).astype(str)
+        if feature_names.shape != (G,):
+            raise ValueError(f"`feature_names` must have {G} entries; got shape {feature_names.shape}")
+
+        self.studies_ = labels
+        self.n_features_in_ = G
+        self.feature_names_in_ = feature_names
+        self._n_specific = s["n_specific"]
+        self._hidden = s["hidden"]
+        self._data_priors = self._empirical_priors(X, s)
+        device = self._resolve_device()
+        self.device_ = str(device)
+
+        seed = int(self.random_state)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            module = self._build_module(s["n_shared"])
+            self._initialise(module, X)
+            module.to(device)
+            self.module_ = module
+            cfg = TrainingConfig(
+                max_epochs=s["max_epochs"], batch_size=s["batch_size"], lr=s["lr"], lr_W=s["lr_W"],
+                lambda1=s["lambda1"], schedule=s["schedule"], a=s["a"], b=s["b"],
+                prior_weight=s["prior_weight"], noise_prior=self._data_priors.get("noise"),
+                library_prior=self._data_priors.get("library"),
+                chunk_size=self._chunk_size(s, G), progress=bool(self.verbose),
+                fault_injection=getattr(self, "_fault_injection", None),
+            )
+            gen = torch.Generator().manual_seed(seed)
+            Xt = torch.as_tensor(X, device=device)
+            st = torch.as_tensor(codes, device=device)
+            try:
+                result = train(module, Xt, st, cfg, gen)
+            except TrainingDivergedError:
+                self.converged_ = False
+                self._set_fitted_attributes(s)
+                raise
+        self.history_ = pd.DataFrame(result.history)
+        self.converged_ = result.converged
+        self._set_fitted_attributes(s)
+        return self
+
+    def _empirical_priors(self, X: np.ndarray, s: dict) -> dict:
+        """Data-dependent prior settings (Appendix C.2.1, §2.4), as plain floats for saving."""
+        if s["likelihood"] == "gaussian":
+            variances = X.var(0, ddof=1)
+            return {
+                "noise": (s["noise_alpha"], lk.inverse_gamma_beta(variances, s["noise_alpha"])),
+                "noise_init": max(float(np.quantile(variances, 0.05)), 1e-6),
+            }
+        log_lib = np.log(np.maximum(X.sum(1), 1.0))
+        # A floor on the variance keeps the KL finite when all library sizes are equal.
+        return {"library": (float(log_lib.mean()), max(float(log_lib.var()), 1e-3))}
+
+    def _build_module(self, n_shared: int) -> MSSVAEModule:
+        return MSSVAEModule(self.n_features_in_, n_shared, self._n_specific, self._hidden,
+                            self.likelihood, bool(self.normalize_decoder))
+
+    def _initialise(self, module: MSSVAEModule, X: np.ndarray) -> None:
+        """Starting values of the likelihood parameters (Appendix C.2.2) and the output bias.
+
+        σ² starts at the 5 % quantile of the feature variances; φ by moments.  The paper keeps
+        PyTorch's default for the decoder; we start each feature's output bias at the value that
+        reproduces its mean (the feature mean for Gaussian; for NB the inverse softplus of its mean
+        share of the library), so the first steps fit structure rather than offsets of size ~10⁶.
+        """
+        with torch.no_grad():
+            if self.likelihood == "gaussian":
+                module.log_var.fill_(math.log(self._data_priors["noise_init"]))
+                module.decoder.bias.copy_(torch.as_tensor(X.mean(0)))
+            else:
+                module.log_phi.copy_(torch.as_tensor(np.log(lk.nb_inverse_dispersion_init(X))))
+                share = (X / np.maximum(X.sum(1, keepdims=True), 1.0)).mean(0).astype(np.float64)
+                share = np.maximum(share, 1e-10)
+                module.decoder.bias.copy_(torch.as_tensor(share + np.log(-np.expm1(-share))))
+
+    def _chunk_size(self, s: dict, G: int) -> int | None:
+        if self.feature_chunk_size is not None:
+            return int(self.feature_chunk_size)
+        per_feature = s["batch_size"] * max(s["hidden"]) * 4 * 3  # bytes of activations per feature
+        chunk = int(256 * 2**20 // per_feature)
+        return None if chunk >= G else max(chunk, 1)
+
+    def _set_fitted_attributes(self, s: dict | None = None) -> None:
+        module = self.module_
+        schedule = s["schedule"] if s else Lambda0Schedule(tuple(self.lambda0), tuple(self.anneal_fractions))
+        with torch.no_grad():
+            W = module.W.detach().cpu()
+            eta = module.eta.detach().cpu()
+            p_star, _ = e_step(W, eta, schedule.values[-1], float(self.lambda1))
+        W, p_star, eta = W.numpy().astype(np.float64), p_star.numpy(), eta.numpy()
+        K_S = module.n_shared
+        self.W_shared_ = W[:, :K_S]
+        self.inclusion_shared_ = p_star[:, :K_S]
+        self.eta_shared_ = eta[:K_S]
+        self.W_specific_, self.inclusion_specific_, self.eta_specific_ = {}, {}, {}
+        for lab, start, k in zip(self.studies_, module.block_starts, module.n_specific):
+            self.W_specific_[lab] = W[:, start:start + k]
+            self.inclusion_specific_[lab] = p_star[:, start:start + k]
+            self.eta_specific_[lab] = eta[start:start + k]
+
+        def active(M):
+            return np.flatnonzero((np.abs(M) > SUPPORT_THRESHOLD).any(0))
+
+        self.active_shared_ = active(self.W_shared_)
+        self.active_specific_ = {lab: active(Wm) for lab, Wm in self.W_specific_.items()}
+        self.n_shared_active_ = len(self.active_shared_)
+        self.n_specific_active_ = {lab: len(a) for lab, a in self.active_specific_.items()}
+        self.factor_names_ = [f"shared_{k}" for k in range(K_S)] + [
+            f"{lab}_{k}" for lab, k_m in zip(self.studies_, module.n_specific) for k in range(k_m)
+        ]
+        if self.likelihood == "gaussian":
+            self.noise_variance_ = torch.exp(module.log_var.detach()).cpu().numpy()
+        else:
+            self.inverse_dispersion_ = torch.exp(module.log_phi.detach()).cpu().numpy()
+
+    # ------------------------------------------------------------------ inference
+    def _check_fitted(self):
+        if not hasattr(self, "module_"):
+            raise RuntimeError("This MSSVAE is not fitted yet: call `fit(X, study)` first")
+
+    def _prepare(self, X, study):
+        self._check_fitted()
+        X = val.check_X(X, self.likelihood)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"`X` has {X.shape[1]} features but the model was fitted on {self.n_features_in_}")
+        study = val.check_study(study, X.shape[0])
+        index = {str(lab): i for i, lab in enumerate(self.studies_)}
+        unknown = sorted({str(v) for v in study} - set(index))
+        if unknown:
+            raise ValueError(f"`study` has labels the model was not fitted on: {unknown[:5]}; "
+                             f"known studies: {self.studies_}")
+        codes = np.array([index[str(v)] for v in study], dtype=np.int64)
+        device = next(self.module_.parameters()).device
+        return torch.as_tensor(X, device=device), torch.as_tensor(codes, device=device)
+
+    @torch.no_grad()
+    def transform(self, X, study, batch_size: int = 4096) -> np.ndarray:
+        """Posterior means of the factors in the z~ layout of §2.2.
+
+        Returns
+        -------
+        ndarray (n_samples, K_S + Σ_m K_m): columns ``factor_names_`` = [shared | study 1 | …];
+        a sample's entries in other studies' blocks are 0.
+        """
+        Xt, st = self._prepare(X, study)
+        self.module_.eval()
+        out = []
+        for s in range(0, Xt.shape[0], batch_size):
+            mean, _ = self.module_.encode(Xt[s:s + batch_size], st[s:s + batch_size])
+            out.append(mean.cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def reconstruct(self, X, study, batch_size: int = 1024) -> np.ndarray:
+        """Decoder mean at the posterior means, (n_samples, n_features).
+
+        Gaussian: f(W ⊙ E[z~]); NB: library size (observed total count) × f(W ⊙ E[z~]).
+        """
+        Xt, st = self._prepare(X, study)
+        self.module_.eval()
+        out = []
+        for s in range(0, Xt.shape[0], batch_size):
+            xb = Xt[s:s + batch_size]
+            mean, _ = self.module_.encode(xb, st[s:s + batch_size])
+            f = self.module_.decode(mean)
+            if self.likelihood == "nb":
+                f = f * xb.sum(1, keepdim=True)
+            out.append(f.cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def fit_transform(self, X, study, **kw) -> np.ndarray:
+        return self.fit(X, study, **kw).transform(X, study)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path, overwrite: bool = False) -> None:
+        """Write the fitted model to the folder ``path``: tensors in ``model.safetensors`` and
+        plain metadata (settings, study labels, feature names, versions, a SHA-256 of the tensors)
+        in ``model.json``.  Nothing is pickled, so loading cannot run code."""
+        from safetensors.torch import save_file
+
+        from . import __version__
+
+        self._check_fitted()
+        path = Path(path)
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise ValueError(f"`path` {path} exists and is not empty; pass overwrite=True")
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
+        tmp = path / "model.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        params = self.get_params()
+        params["n_specific"] = (dict(zip(map(str, self.studies_), self._n_specific)))
+        meta = {
+            "format": "mssvae", "format_version": FORMAT_VERSION, "mssvae_version": __version__,
+            "params": _jsonable(params), "studies": self.studies_, "n_specific": self._n_specific,
+            "n_shared": self.module_.n_shared, "hidden": list(self._hidden),
+            "feature_names": self.feature_names_in_.tolist(), "data_priors": _jsonable(self._data_priors),
+            "converged": bool(getattr(self, "converged_", False)),
+            "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
+            "tensors_sha256": digest,
+        }
+        os.replace(tmp, path / "model.safetensors")
+        (path / "model.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path, device: str = "cpu") -> MSSVAE:
+        """Load a model written by :meth:`save` (never unpickles anything)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        meta_file, tensor_file = path / "model.json", path / "model.safetensors"
+        if not meta_file.is_file() or not tensor_file.is_file():
+            raise ValueError(f"`path` {path} is not a saved MSSVAE (expected model.json and model.safetensors)")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{meta_file} is not valid MSSVAE metadata: {err}") from None
+        if not isinstance(meta, dict) or meta.get("format") != "mssvae":
+            raise ValueError(f"{meta_file} is not MSSVAE metadata")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{meta_file} has format version {meta.get('format_version')}; "
+                             f"this mssvae reads version {FORMAT_VERSION}")
+        if hashlib.sha256(tensor_file.read_bytes()).hexdigest() != meta.get("tensors_sha256"):
+            raise ValueError(f"{tensor_file} does not match the checksum in {meta_file}: truncated or modified")
+        try:
+            tensors = load_file(str(tensor_file))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{tensor_file} could not be read: {err}") from None
+        params = meta["params"]
+        for key in ("hidden", "lambda0", "anneal_fractions"):
+            if params.get(key) is not None:
+                params[key] = tuple(params[key])
+        params["device"] = device
+        model = cls(**params)
+        model.studies_ = meta["studies"]
+        model.feature_names_in_ = np.asarray(meta["feature_names"])
+        model.n_features_in_ = len(model.feature_names_in_)
+        model._n_specific = meta["n_specific"]
+        model._hidden = tuple(meta["hidden"])
+        model._data_priors = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_priors"].items()}
+        module = model._build_module(meta["n_shared"])
+        module.load_state_dict(tensors)
+        model.module_ = module.to(model._resolve_device()).eval()
+        model.device_ = str(next(module.parameters()).device)
+        model.converged_ = meta["converged"]
+        model.history_ = pd.DataFrame(meta["history"])
+        model._set_fitted_attributes()
+        return model
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+

@@ -1,0 +1,269 @@
+"""The torch module of the MSSVAE: encoders, masked decoder and the lower bound of Eq. 2.4.
+
+It knows nothing about numpy, studies' names or training loops; `training.py` drives it and
+`model.py` wraps it for users.
+
+Layout of the latent space.  With K = K_S + Σ_m K_m columns, a sample of study m has
+z~ = [z | 0 … | ζ^(m) | … 0] (§2.2).  All masks live in one parameter ``W`` (G, K) whose column
+blocks are [W^(S) | W^(1) | … | W^(M)].  Because z~ is exactly zero outside a sample's own
+blocks, c_ij = w~_j^(m) ⊙ z~_i = W_j ⊙ z~_i: study m's samples never touch another study's mask,
+and the gradient of the likelihood with respect to those blocks is exactly zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from . import likelihoods as lk
+from .spike_slab import e_step, ssl_log_prior
+
+
+class Encoder(nn.Module):
+    """Two-layer ReLU MLP with batch norm and a diagonal-Gaussian head (Appendix B.1).
+
+    The paper's σ_ψ head is linear; we read its output as log σ² so the variance is positive.
+    """
+
+    def __init__(self, n_in: int, hidden: tuple[int, int], n_out: int):
+        super().__init__()
+        h1, h2 = hidden
+        self.body = nn.Sequential(
+            nn.Linear(n_in, h1), nn.BatchNorm1d(h1), nn.ReLU(),
+            nn.Linear(h1, h2), nn.BatchNorm1d(h2), nn.ReLU(),
+        )
+        self.mean = nn.Linear(h2, n_out)
+        self.log_var = nn.Linear(h2, n_out)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        # Clamped so that exp() cannot overflow in early, wild steps.
+        return self.mean(h), self.log_var(h).clamp(-15.0, 15.0)
+
+
+class MaskedDecoder(nn.Module):
+    """f_θ of Appendix B.1, evaluated for every (sample, feature) pair at once.
+
+    h1_ij = ReLU(V1 c_ij) (no bias), h2_ij = ReLU(V2 h1_ij + b2),
+    f_j = v_j · [h2_ij ; c_ij] + b_j.
+    The paper writes the skip connection as ``h2 + c`` although h2 has H2 dims and c has K;
+    we read it as the concatenation [h2; c], so v_j has H2 + K entries (its last K act on c,
+    a per-feature linear term in the masked factors).
+
+    c_ij = W_j ⊙ z~_i is never materialised: V1 c_ij = Σ_k W_jk z_ik V1[:, k] is one batched
+    matmul of W (G, K) with z_i ⊙ V1ᵀ (K, H1), and the skip term is z~ (W ⊙ V3_c)ᵀ.
+    Features are processed in chunks of ``chunk_size`` (with activation checkpointing while
+    training) so memory is bounded by B·chunk·H, not B·G·H.
+    """
+
+    def __init__(self, n_features: int, n_latent: int, hidden: tuple[int, int], normalized: bool = True):
+        super().__init__()
+        h1, h2 = hidden
+        self.normalized = normalized
+        self.V1 = nn.Linear(n_latent, h1, bias=False)
+        self.V2 = nn.Linear(h1, h2)
+        # Per-feature final layer, initialised like nn.Linear(h2 + K, 1) for each feature.
+        bound = 1.0 / (h2 + n_latent) ** 0.5
+        self.v_hidden = nn.Parameter(torch.empty(n_features, h2).uniform_(-bound, bound))
+        self.v_skip = nn.Parameter(torch.empty(n_features, n_latent).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_features).uniform_(-bound, bound))
+
+    def _chunk(self, z: torch.Tensor, W: torch.Tensor, v_hidden, v_skip, bias) -> torch.Tensor:
+        V1, V2 = self.V1.weight, self.V2.weight
+        if self.normalized:
+            V1 = V1 / V1.norm(dim=0, keepdim=True).clamp_min(1e-8)
+            V2 = V2 / V2.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            norm = torch.sqrt((v_hidden**2).sum(1, keepdim=True) + (v_skip**2).sum(1, keepdim=True))
+            v_hidden, v_skip = v_hidden / norm.clamp_min(1e-8), v_skip / norm.clamp_min(1e-8)
+        a = z.unsqueeze(-1) * V1.t().unsqueeze(0)                        # (B, K, H1)
+        h = F.relu(torch.matmul(W, a))                                   # (B, g, H1)
+        h = F.relu(F.linear(h, V2, self.V2.bias))                        # (B, g, H2)
+        out = torch.einsum("bgh,gh->bg", h, v_hidden)
+        return out + z @ (v_skip * W).t() + bias
+
+    def forward(self, z: torch.Tensor, W: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """z: (B, K) latent in the z~ layout; W: (G, K). Returns the pre-activation (B, G)."""
+        G = W.shape[0]
+        if chunk_size is None or chunk_size >= G:
+            return self._chunk(z, W, self.v_hidden, self.v_skip, self.bias)
+        outs = []
+        for s in range(0, G, chunk_size):
+            sl = slice(s, s + chunk_size)
+            args = (z, W[sl], self.v_hidden[sl], self.v_skip[sl], self.bias[sl])
+            if torch.is_grad_enabled():
+                outs.append(checkpoint(self._chunk, *args, use_reentrant=False))
+            else:
+                outs.append(self._chunk(*args))
+        return torch.cat(outs, dim=1)
+
+
+@dataclass
+class LossTerms:
+    """Terms of the objective, each an estimate of the per-sample average (Σ over N, / N)."""
+
+    loss: torch.Tensor          # −(lower bound)/N, what is minimised
+    log_lik: torch.Tensor
+    kl_shared: torch.Tensor
+    kl_specific: torch.Tensor
+    kl_library: torch.Tensor
+    log_prior_masks: torch.Tensor   # spike-and-slab terms (before `prior_weight`), / N
+    log_prior_noise: torch.Tensor   # log p(Σ) / N (Gaussian only)
+
+
+class MSSVAEModule(nn.Module):
+    """Parameters and objective of the multi-study sparse VAE.
+
+    Parameters
+    ----------
+    n_features : G.
+    n_shared : K_S (may be 0).
+    n_specific : list of K_m, one per study (entries may be 0).
+    hidden : (H1, H2) for encoders and decoder.
+    likelihood : "gaussian" or "nb".
+    """
+
+    def __init__(self, n_features: int, n_shared: int, n_specific: list[int], hidden: tuple[int, int],
+                 likelihood: str, normalize_decoder: bool = True):
+        super().__init__()
+        self.n_features = n_features
+        self.n_shared = n_shared
+        self.n_specific = list(n_specific)
+        self.likelihood = likelihood
+        self.n_latent = n_shared + sum(n_specific)
+        offsets = [n_shared]
+        for k in n_specific:
+            offsets.append(offsets[-1] + k)
+        self.block_starts = offsets[:-1]  # start column of each study's block in W / z~
+
+        self.W = nn.Parameter(torch.ones(n_features, self.n_latent))  # Appendix C.2.2: W = 1
+        self.register_buffer("eta", torch.full((self.n_latent,), 0.5))
+        self.encoder_shared = Encoder(n_features, hidden, n_shared) if n_shared > 0 else None
+        self.encoders_specific = nn.ModuleList(
+            [Encoder(n_features, hidden, k) if k > 0 else nn.Identity() for k in n_specific]
+        )
+        self.decoder = MaskedDecoder(n_features, self.n_latent, hidden, normalize_decoder)
+        if likelihood == "gaussian":
+            self.log_var = nn.Parameter(torch.zeros(n_features))
+        else:
+            self.log_phi = nn.Parameter(torch.zeros(n_features))
+            self.encoder_library = Encoder(n_features, hidden, 1)
+
+    # ------------------------------------------------------------------ encoders
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        # Counts span orders of magnitude; encoders see log1p counts (as scVI does).  The
+        # likelihood always uses the raw values.
+        return torch.log1p(x) if self.likelihood == "nb" else x
+
+    def encode(self, x: torch.Tensor, study: torch.Tensor):
+        """Posterior means and log-variances in the z~ layout.
+
+        x : (B, G); study : (B,) long in [0, M).  Returns (mean, log_var), each (B, K), zero
+        (mean) / zero (log_var) outside each sample's own blocks: those entries are masked out
+        of the sample and of the KL terms.
+        """
+        h = self.encoder_input(x)
+        B = x.shape[0]
+        mean = x.new_zeros(B, self.n_latent)
+        log_var = x.new_zeros(B, self.n_latent)
+        if self.encoder_shared is not None:
+            m, v = self.encoder_shared(h)
+            mean[:, : self.n_shared] = m
+            log_var[:, : self.n_shared] = v
+        for s, (enc, k, start) in enumerate(zip(self.encoders_specific, self.n_specific, self.block_starts)):
+            if k == 0:
+                continue
+            idx = (study == s).nonzero(as_tuple=True)[0]
+            if idx.numel() == 0:
+                continue
+            m, v = enc(h[idx])
+            mean[idx, start:start + k] = m
+            log_var[idx, start:start + k] = v
+        return mean, log_var
+
+    def latent_mask(self, study: torch.Tensor) -> torch.Tensor:
+        """(B, K) 1/0 mask of the z~ entries that belong to each sample (shared + own study)."""
+        mask = torch.zeros(study.shape[0], self.n_latent, device=study.device)
+        mask[:, : self.n_shared] = 1.0
+        for s, (k, start) in enumerate(zip(self.n_specific, self.block_starts)):
+            mask[study == s, start:start + k] = 1.0
+        return mask
+
+    def encode_library(self, x: torch.Tensor):
+        m, v = self.encoder_library(self.encoder_input(x))
+        return m.squeeze(-1), v.squeeze(-1)
+
+    # ------------------------------------------------------------------ decoder
+    def decode(self, z: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """f_θ(W ⊙ z~) for every feature: (B, K) → (B, G); softplus applied for NB (Eq. 2.5)."""
+        out = self.decoder(z, self.W, chunk_size)
+        return F.softplus(out) if self.likelihood == "nb" else out
+
+    # ------------------------------------------------------------------ objective
+    def loss(
+        self,
+        x: torch.Tensor,
+        study: torch.Tensor,
+        sample_weight: torch.Tensor,
+        n_total: int,
+        lambda0: float,
+        lambda1: float,
+        a: float,
+        b: float,
+        prior_weight: float,
+        noise_prior: tuple[float, float] | None = None,
+        library_prior: tuple[float, float] | None = None,
+        chunk_size: int | None = None,
+    ):
+        """Minibatch estimate of −(Eq. 2.4)/N, with its E-step.
+
+        The per-sample terms of the batch are weighted by ``sample_weight`` (n_m / b_m for a
+        sample of study m when the batch holds b_m of the n_m samples of that study), so their
+        weighted sum is an unbiased estimate of the N-sample sum.  The global terms (mask priors,
+        noise prior) are added once.  Everything is divided by N, so the loss is on the scale of
+        one sample; ``prior_weight`` multiplies the spike-and-slab terms (1 = Eq. 2.4 exactly).
+
+        Returns (LossTerms, p_star (G, K)); the caller performs the η M-step with p_star.
+        """
+        mask = self.latent_mask(study)
+        mean, log_var = self.encode(x, study)
+        # One Monte Carlo draw (L = 1, Appendix B.2.1) by reparameterisation.
+        z = (mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)) * mask
+        kl = 0.5 * (mean**2 + torch.exp(log_var) - 1.0 - log_var) * mask
+        kl_shared = kl[:, : self.n_shared].sum(-1)
+        kl_specific = kl[:, self.n_shared:].sum(-1)
+
+        f = self.decode(z, chunk_size)
+        kl_library = torch.zeros_like(kl_shared)
+        if self.likelihood == "gaussian":
+            log_lik = lk.gaussian_log_lik(x, f, self.log_var).sum(-1)
+            alpha, beta = noise_prior
+            log_prior_noise = lk.inverse_gamma_log_prior(self.log_var, alpha, beta).sum()
+        else:
+            l_mean, l_log_var = self.encode_library(x)
+            log_l = l_mean + torch.exp(0.5 * l_log_var) * torch.randn_like(l_mean)
+            mu = torch.exp(log_l).unsqueeze(-1) * f
+            log_lik = lk.nb_log_lik(x, mu, torch.exp(self.log_phi)).sum(-1)
+            kl_library = lk.kl_lognormal(l_mean, l_log_var, *library_prior)
+            log_prior_noise = x.new_zeros(())
+
+        p_star, lambda_star = e_step(self.W.detach(), self.eta, lambda0, lambda1)
+        # One call covers W^(S) and every W^(m): the terms are per column, each column has its own η_k.
+        log_prior_masks = ssl_log_prior(self.W, p_star, lambda_star, self.eta, a, b, lambda0, lambda1)
+
+        w = sample_weight
+        data = (w * (log_lik - kl_shared - kl_specific - kl_library)).sum()
+        bound = data + prior_weight * log_prior_masks + log_prior_noise
+        terms = LossTerms(
+            loss=-bound / n_total,
+            log_lik=(w * log_lik).sum().detach() / n_total,
+            kl_shared=(w * kl_shared).sum().detach() / n_total,
+            kl_specific=(w * kl_specific).sum().detach() / n_total,
+            kl_library=(w * kl_library).sum().detach() / n_total,
+            log_prior_masks=log_prior_masks.detach() / n_total,
+            log_prior_noise=log_prior_noise.detach() / n_total,
+        )
+        return terms, p_star

@@ -1,0 +1,160 @@
+"""The training loop (Appendix B.2.3): balanced minibatches, E-step, Adam M-step, η update.
+
+Kept apart from the module (which computes the objective) and from the estimator (which talks to
+users), the way scvi-tools splits module / training plan / model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .module import MSSVAEModule
+from .spike_slab import Lambda0Schedule, m_step_eta
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Raised when the loss becomes NaN/inf; the module keeps the last finite parameters."""
+
+
+@dataclass
+class TrainingConfig:
+    max_epochs: int
+    batch_size: int
+    lr: float
+    lr_W: float
+    lambda1: float
+    schedule: Lambda0Schedule
+    a: float
+    b: float
+    prior_weight: float
+    noise_prior: tuple[float, float] | None
+    library_prior: tuple[float, float] | None
+    chunk_size: int | None
+    progress: bool = False
+    # A test hook: a callable(epoch, step) → bool that poisons the loss with NaN when true.
+    fault_injection: object = None
+
+
+@dataclass
+class TrainingResult:
+    history: list[dict] = field(default_factory=list)
+    converged: bool = True
+    stop_reason: str = "max_epochs"
+
+
+class BalancedBatches:
+    """Minibatches with equal numbers of samples from every study (Appendix B.2.3).
+
+    The paper uses WeightedRandomSampler with weights ∝ 1/n_m.  We draw the same expected
+    composition with less variance: each batch holds ``per_study = max(2, batch_size // M)``
+    samples of every study (≥ 2 so each study encoder's batch norm has a batch), taken without
+    replacement from a reshuffled cycle of that study's samples, so a small study is reused
+    within a batch only when per_study > n_m.  An epoch is ceil(N / batch_size) steps.
+    Each sample of study m carries weight n_m / per_study: the weighted batch sum is an unbiased
+    estimate of the N-sample sum of Eq. 2.4.
+    """
+
+    def __init__(self, study: np.ndarray, batch_size: int, generator: torch.Generator):
+        self.n_total = len(study)
+        self.groups = [np.flatnonzero(study == s) for s in range(int(study.max()) + 1)]
+        self.per_study = max(2, batch_size // len(self.groups))
+        self.steps_per_epoch = max(1, math.ceil(self.n_total / batch_size))
+        self.gen = generator
+        self._queues = [np.empty(0, dtype=np.int64) for _ in self.groups]
+        weights = [len(g) / self.per_study for g in self.groups]
+        self.weight = np.concatenate([np.full(self.per_study, w) for w in weights])
+
+    def _take(self, s: int) -> np.ndarray:
+        q = self._queues[s]
+        while len(q) < self.per_study:
+            perm = torch.randperm(len(self.groups[s]), generator=self.gen).numpy()
+            q = np.concatenate([q, self.groups[s][perm]])
+        self._queues[s] = q[self.per_study:]
+        return q[: self.per_study]
+
+    def next(self) -> np.ndarray:
+        """Indices of the next batch, grouped study by study (in study order)."""
+        return np.concatenate([self._take(s) for s in range(len(self.groups))])
+
+
+def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: TrainingConfig,
+          generator: torch.Generator) -> TrainingResult:
+    """Fit ``module`` in place on X (N, G) with study codes (N,) (both already on the device)."""
+    device = X.device
+    sampler = BalancedBatches(study.cpu().numpy(), cfg.batch_size, generator)
+    weight = torch.as_tensor(sampler.weight, dtype=X.dtype, device=device)
+    others = [p for n, p in module.named_parameters() if n != "W"]
+    optim = torch.optim.Adam([{"params": [module.W], "lr": cfg.lr_W}, {"params": others, "lr": cfg.lr}])
+    result = TrainingResult()
+    last_good = copy.deepcopy(module.state_dict())
+
+    iterator = range(cfg.max_epochs)
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="MSSVAE", unit="epoch")
+    module.train()
+    try:
+        for epoch in iterator:
+            lambda0 = cfg.schedule(epoch, cfg.max_epochs)
+            sums: dict[str, float] = {}
+            for step in range(sampler.steps_per_epoch):
+                idx = torch.as_tensor(sampler.next(), device=device)
+                terms, p_star = module.loss(
+                    X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
+                    cfg.prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
+                )
+                loss = terms.loss
+                if cfg.fault_injection is not None and cfg.fault_injection(epoch, step):
+                    loss = loss * float("nan")
+                if not torch.isfinite(loss):
+                    module.load_state_dict(last_good)
+                    result.converged = False
+                    result.stop_reason = f"diverged at epoch {epoch}"
+                    raise TrainingDivergedError(
+                        f"Training diverged at epoch {epoch} (step {step}): the loss is {loss.item()}. "
+                        f"The model keeps the parameters from the end of epoch {epoch - 1} "
+                        "(the last finite state). Try a smaller `lr`/`lr_W` or check the input scale."
+                    )
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                with torch.no_grad():
+                    # M-step for η with the p* of this step's E-step (Appendix B.2.1).
+                    module.eta.copy_(m_step_eta(p_star, cfg.a, cfg.b))
+                for k, v in vars(terms).items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+            record = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
+            record.update(epoch=epoch, lambda0=lambda0, **_active_counts(module))
+            result.history.append(record)
+            last_good = copy.deepcopy(module.state_dict())
+            if cfg.progress:
+                iterator.set_postfix(loss=f"{record['loss']:.3g}", K_S=record["active_shared"])
+    except KeyboardInterrupt:
+        module.load_state_dict(last_good)
+        result.converged = False
+        result.stop_reason = f"interrupted after {len(result.history)} epochs"
+        warnings.warn(
+            f"Training interrupted: the model keeps the parameters of the last completed epoch "
+            f"({len(result.history)}) and is marked not converged.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    module.eval()
+    return result
+
+
+def _active_counts(module: MSSVAEModule, threshold: float = 0.5) -> dict:
+    """Number of mask columns with any |W_jk| > threshold, shared and summed over studies."""
+    with torch.no_grad():
+        active = (module.W.abs() > threshold).any(0)
+    return {
+        "active_shared": int(active[: module.n_shared].sum()),
+        "active_specific": int(active[module.n_shared:].sum()),
+    }
