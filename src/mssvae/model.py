@@ -383,7 +383,6 @@ class MSSVAE(BaseEstimator):
         save_file(tensors, str(tmp))
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
         params = self.get_params()
-        params["n_specific"] = (dict(zip(map(str, self.studies_), self._n_specific)))
         meta = {
             "format": "mssvae", "format_version": FORMAT_VERSION, "mssvae_version": __version__,
             "params": _jsonable(params), "studies": self.studies_, "n_specific": self._n_specific,

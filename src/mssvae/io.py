@@ -1,0 +1,106 @@
+"""AnnData in and out (the way muon's ``mu.tl.mofa`` writes its results), and table readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .model import MSSVAE
+
+
+def _get_matrix(adata, layer):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise ValueError(f"`layer` {layer!r} is not in adata.layers (available: {list(adata.layers)})")
+    return adata.layers[layer]
+
+
+def _get_study(adata, study_key):
+    if study_key not in adata.obs:
+        raise ValueError(f"`study_key` {study_key!r} is not a column of adata.obs (columns: {list(adata.obs)})")
+    return adata.obs[study_key]
+
+
+def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str = "mssvae",
+                model: MSSVAE | None = None, **model_kwargs) -> MSSVAE:
+    """Fit an MSSVAE on ``adata`` and write the results into it.
+
+    Reads values (or counts, for ``likelihood="nb"``) from ``adata.X`` or ``adata.layers[layer]``
+    and the study of each sample from ``adata.obs[study_key]``.  Writes
+
+    - ``adata.obsm[f"X_{key_added}"]``: posterior factor means (n_obs, K_S + Σ K_m), z~ layout;
+    - ``adata.varm[f"{key_added}_W_shared"]``: W^(S) (n_vars, K_S) and
+      ``adata.varm[f"{key_added}_W_{study}"]``: W^(m) (n_vars, K_m), one per study;
+      the same with ``_pip_`` for the posterior inclusion probabilities p*;
+    - ``adata.uns[key_added]``: settings, study labels, factor names, active factors, and the
+      per-epoch loss history.
+
+    Returns the fitted model.
+    """
+    model = model if model is not None else MSSVAE(**model_kwargs)
+    X = _get_matrix(adata, layer)
+    study = _get_study(adata, study_key)
+    model.fit(X, study, feature_names=np.asarray(adata.var_names))
+    write_anndata(model, adata, study_key, layer, key_added)
+    return model
+
+
+def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None,
+                  key_added: str = "mssvae") -> None:
+    """Write a fitted model's factors, masks and metadata into ``adata`` (see :func:`fit_anndata`)."""
+    X = _get_matrix(adata, layer)
+    study = _get_study(adata, study_key)
+    adata.obsm[f"X_{key_added}"] = model.transform(X, study)
+    adata.varm[f"{key_added}_W_shared"] = model.W_shared_
+    adata.varm[f"{key_added}_pip_shared"] = model.inclusion_shared_
+    for lab in model.studies_:
+        adata.varm[f"{key_added}_W_{lab}"] = model.W_specific_[lab]
+        adata.varm[f"{key_added}_pip_{lab}"] = model.inclusion_specific_[lab]
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()}
+    params = {k: (str(v) if isinstance(v, dict) else v) for k, v in params.items() if v is not None}
+    adata.uns[key_added] = {
+        "params": params,
+        "study_key": study_key,
+        "studies": [str(s) for s in model.studies_],
+        "factor_names": list(model.factor_names_),
+        "active_shared": model.active_shared_,
+        "active_specific": {str(k): v for k, v in model.active_specific_.items()},
+        "n_shared_active": model.n_shared_active_,
+        "n_specific_active": {str(k): v for k, v in model.n_specific_active_.items()},
+        "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},
+        "device": model.device_,
+        "converged": bool(model.converged_),
+    }
+
+
+def read_input(path, study_key: str):
+    """Read an ``.h5ad`` file, or a CSV/TSV with one row per sample, a study column and numeric
+    feature columns (the first column is used as the sample index when it is not numeric).
+
+    Returns an AnnData.  Reading never runs code from the file (no pickles).
+    """
+    import anndata as ad
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"input file {path} does not exist")
+    if path.suffix == ".h5ad":
+        return ad.read_h5ad(path)
+    sep = "\t" if path.suffix in {".tsv", ".txt"} or path.name.endswith((".tsv.gz", ".txt.gz")) else ","
+    df = pd.read_csv(path, sep=sep)
+    if study_key not in df.columns:
+        raise ValueError(f"`--study-key` {study_key!r} is not a column of {path} (columns: {list(df.columns)[:10]})")
+    first = df.columns[0]
+    if first != study_key and not pd.api.types.is_numeric_dtype(df[first]):
+        df = df.set_index(first)
+    study = df.pop(study_key).astype(str)
+    non_numeric = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if non_numeric:
+        raise ValueError(f"{path}: feature columns must be numeric; non-numeric: {non_numeric[:5]}")
+    adata = ad.AnnData(X=df.to_numpy(dtype=np.float32), obs=pd.DataFrame({study_key: study.to_numpy()},
+                                                                         index=df.index.astype(str)))
+    adata.var_names = df.columns.astype(str)
+    return adata

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+
+def two_block_data(n=300, G=40, seed=0, noise=0.5):
+    """Two studies: shared factors on features 0-9 and 10-19, study s0's own on 20-29, s1's on 30-39."""
+    rng = np.random.default_rng(seed)
+    Ws = np.zeros((G, 2))
+    Ws[0:10, 0] = 3
+    Ws[10:20, 1] = 3
+    Wm = {"s0": np.zeros((G, 1)), "s1": np.zeros((G, 1))}
+    Wm["s0"][20:30, 0] = 3
+    Wm["s1"][30:40, 0] = 3
+    X, study = [], []
+    for lab, W in Wm.items():
+        z = rng.normal(size=(n, 2))
+        zeta = rng.normal(size=(n, 1))
+        X.append(z @ Ws.T + zeta @ W.T + rng.normal(scale=noise, size=(n, G)))
+        study += [lab] * n
+    return np.vstack(X).astype(np.float32), np.array(study), Ws, Wm
+
+
+@pytest.fixture(scope="session")
+def blocks():
+    return two_block_data()
+
+
+@pytest.fixture(scope="session")
+def fitted_blocks(blocks):
+    from mssvae import MSSVAE
+
+    X, study, _, _ = blocks
+    model = MSSVAE(n_shared=5, n_specific=2, max_epochs=150, batch_size=128, random_state=0)
+    return model.fit(X, study)
+
+
+@pytest.fixture(scope="session")
+def small_counts():
+    rng = np.random.default_rng(1)
+    n, G = 60, 20
+    study = np.repeat(["a", "b", "c"], n // 3)
+    mu = np.exp(rng.normal(3, 1, size=G))
+    X = rng.poisson(mu, size=(n, G)).astype(np.float32)
+    return X, study

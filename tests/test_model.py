@@ -1,0 +1,133 @@
+"""The estimator: recovery on known blocks, determinism, persistence, divergence handling."""
+
+import numpy as np
+import pytest
+
+from mssvae import MSSVAE, TrainingDivergedError
+from mssvae.metrics import jaccard_matrix, support
+
+
+def test_fit_recovers_which_features_go_with_which_block(fitted_blocks, blocks):
+    _, _, Ws, Wm = blocks
+    model = fitted_blocks
+    # every true shared column is matched by an estimated shared column with the same features
+    J = jaccard_matrix(support(Ws), support(model.W_shared_))
+    assert J.max(1).min() >= 0.9, J.max(1)
+    for lab in ("s0", "s1"):
+        Jm = jaccard_matrix(support(Wm[lab]), support(model.W_specific_[lab]))
+        assert Jm.max() >= 0.9, (lab, Jm)
+
+
+def test_unneeded_factors_are_switched_off(fitted_blocks):
+    model = fitted_blocks
+    assert model.n_shared_active_ == 2  # 5 columns offered, 2 true
+    assert model.n_specific_active_ == {"s0": 1, "s1": 1}  # 2 offered per study, 1 true
+    assert model.history_["active_shared"].iloc[0] == 5  # it started dense (W = 1)
+
+
+def test_fitted_attributes_have_documented_shapes(fitted_blocks):
+    m = fitted_blocks
+    assert m.W_shared_.shape == (40, 5) and m.inclusion_shared_.shape == (40, 5)
+    assert set(m.W_specific_) == {"s0", "s1"} and m.W_specific_["s0"].shape == (40, 2)
+    assert ((m.inclusion_shared_ >= 0) & (m.inclusion_shared_ <= 1)).all()
+    assert len(m.factor_names_) == 5 + 2 + 2 and m.device_ == "cpu"
+    assert {"loss", "log_lik", "kl_shared", "kl_specific", "log_prior_masks"} <= set(m.history_.columns)
+    assert len(m.history_) == 150 and m.converged_
+
+
+def test_transform_puts_each_sample_in_its_own_block(fitted_blocks, blocks):
+    X, study, _, _ = blocks
+    Z = fitted_blocks.transform(X, study)
+    assert Z.shape == (600, 9)
+    assert (Z[study == "s0"][:, 7:] == 0).all() and (Z[study == "s1"][:, 5:7] == 0).all()
+    assert (np.abs(Z[study == "s0"][:, 5:7]).sum(0) > 0).all()
+
+
+def test_same_seed_same_result_and_other_seed_differs(blocks):
+    X, study, _, _ = blocks
+    kw = dict(n_shared=3, n_specific=1, max_epochs=3, batch_size=64)
+    a = MSSVAE(random_state=7, **kw).fit(X, study)
+    b = MSSVAE(random_state=7, **kw).fit(X, study)
+    c = MSSVAE(random_state=8, **kw).fit(X, study)
+    assert np.array_equal(a.W_shared_, b.W_shared_)
+    assert np.array_equal(a.transform(X, study), b.transform(X, study))
+    assert not np.array_equal(a.W_shared_, c.W_shared_)
+
+
+def test_save_load_round_trip_gives_identical_transform(fitted_blocks, blocks, tmp_path):
+    X, study, _, _ = blocks
+    fitted_blocks.save(tmp_path / "m")
+    loaded = MSSVAE.load(tmp_path / "m")
+    assert np.array_equal(loaded.transform(X, study), fitted_blocks.transform(X, study))
+    assert np.array_equal(loaded.W_shared_, fitted_blocks.W_shared_)
+    assert loaded.studies_ == fitted_blocks.studies_
+    params = {k: v for k, v in fitted_blocks.get_params().items() if k != "device"}
+    assert {k: v for k, v in loaded.get_params().items() if k != "device"} == params
+    assert len(loaded.history_) == len(fitted_blocks.history_)
+
+
+def test_load_refuses_modified_or_foreign_files(fitted_blocks, tmp_path):
+    path = tmp_path / "m"
+    fitted_blocks.save(path)
+    with pytest.raises(ValueError, match="not empty"):
+        fitted_blocks.save(path)
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="checksum"):
+        MSSVAE.load(path)
+    with pytest.raises(ValueError, match="not a saved MSSVAE"):
+        MSSVAE.load(tmp_path / "nothing")
+
+
+def test_nan_loss_stops_with_the_epoch_and_keeps_last_finite_parameters(blocks):
+    X, study, _, _ = blocks
+    kw = dict(n_shared=3, n_specific=1, batch_size=64, random_state=0, lambda0=(10.0, 10.0, 10.0))  # no annealing
+    reference = MSSVAE(max_epochs=2, **kw).fit(X, study)
+    model = MSSVAE(max_epochs=5, **kw)
+    model._fault_injection = lambda epoch, step: epoch == 2  # test hook: poison the loss at epoch 2
+    with pytest.raises(TrainingDivergedError, match="epoch 2"):
+        model.fit(X, study)
+    assert not model.converged_
+    assert np.isfinite(model.W_shared_).all()
+    # the parameters are those at the end of epoch 1, i.e. of an uninterrupted 2-epoch fit
+    assert np.allclose(model.W_shared_, reference.W_shared_)
+
+
+def test_nb_model_fits_counts_and_learns_dispersion(small_counts):
+    X, study = small_counts
+    m = MSSVAE(likelihood="nb", n_shared=3, n_specific=1, hidden=(16, 8), max_epochs=5, batch_size=30,
+               random_state=0).fit(X, study)
+    assert m.inverse_dispersion_.shape == (20,) and np.isfinite(m.inverse_dispersion_).all()
+    assert np.isfinite(m.history_["kl_library"]).all() and (m.history_["kl_library"] > 0).all()
+    rec = m.reconstruct(X, study)
+    assert rec.shape == X.shape and (rec > 0).all()
+
+
+def test_table2_defaults_per_likelihood(blocks):
+    X, study, _, _ = blocks
+    m = MSSVAE(max_epochs=1, batch_size=64).fit(X, study)
+    assert m.W_shared_.shape[1] == 30 and m.W_specific_["s0"].shape[1] == 5
+    assert m.module_.decoder.V1.weight.shape[0] == 50
+
+
+def test_feature_chunks_do_not_change_the_fit(blocks):
+    X, study, _, _ = blocks
+    kw = dict(n_shared=3, n_specific=1, max_epochs=2, batch_size=64, random_state=0)
+    a = MSSVAE(**kw).fit(X, study)
+    b = MSSVAE(feature_chunk_size=7, **kw).fit(X, study)
+    assert np.allclose(a.W_shared_, b.W_shared_, atol=1e-5)
+
+
+def test_anndata_entry_point_writes_obsm_varm_uns(blocks):
+    ad = pytest.importorskip("anndata")
+    import pandas as pd
+
+    from mssvae.io import fit_anndata
+
+    X, study, _, _ = blocks
+    adata = ad.AnnData(X=X, obs=pd.DataFrame({"batch": study}, index=[f"c{i}" for i in range(len(X))]))
+    model = fit_anndata(adata, "batch", n_shared=3, n_specific=1, max_epochs=2, batch_size=64)
+    assert adata.obsm["X_mssvae"].shape == (600, 5)
+    assert adata.varm["mssvae_W_shared"].shape == (40, 3) and adata.varm["mssvae_W_s1"].shape == (40, 1)
+    assert adata.uns["mssvae"]["studies"] == ["s0", "s1"]
+    assert model.feature_names_in_[0] == adata.var_names[0]
