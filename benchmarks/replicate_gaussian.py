@@ -15,6 +15,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -40,6 +41,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--set", action="append", default=[], help="model setting key=value")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--save-masks", default=None, help="folder for each seed's estimated W (.npz)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,6 +61,10 @@ def main() -> None:
         model = MSSVAE(likelihood="gaussian", random_state=seed, **settings).fit(sim.X, sim.study)
         seconds = time.perf_counter() - t0
         Z = model.transform(sim.X, sim.study)
+        if args.save_masks:
+            Path(args.save_masks).mkdir(parents=True, exist_ok=True)
+            np.savez(Path(args.save_masks) / f"seed{seed}.npz", W_shared=model.W_shared_,
+                     **{f"W_{k}": v for k, v in model.W_specific_.items()})
         res = evaluate_simulation(sim, model.W_shared_, model.W_specific_, Z_est=Z, random_state=seed)
         row = {"seed": seed, "settings": json.dumps(settings), "seconds": round(seconds, 1),
                "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}

@@ -118,6 +118,13 @@ def _check_device(device):
                                  param_hint="'--device'")
 
 
+def _set_threads(threads):
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _prepare_output_dir(out_dir: Path, names, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise click.ClickException(f"--output-dir {out_dir} exists and is not a folder")
@@ -209,7 +216,7 @@ def main():
 FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "model", "masks.png", "training.png")
 
 
-@main.command()
+@main.command(short_help="Fit an MSSVAE to an .h5ad or CSV file.")
 @click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--study-key", default="study", show_default=True,
               help="Column (CSV) or obs column (h5ad) holding each sample's study.")
@@ -235,8 +242,10 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               show_default=True, help="Folder for the results.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --output-dir.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no progress messages.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, seed, device, output_dir, overwrite, quiet):
+        prior_weight, seed, device, output_dir, overwrite, quiet, threads):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -248,6 +257,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     from .training import TrainingDivergedError
 
     _check_device(device)
+    _set_threads(threads)
     _prepare_output_dir(output_dir, FIT_OUTPUTS, overwrite)
     say = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
 
@@ -286,7 +296,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     click.echo(f"wrote {output_dir}/: {', '.join(written)}")
 
 
-@main.command()
+@main.command(short_help="Write simulated data (§4.1 or §4.2) with its truth to .h5ad.")
 @click.option("--kind", type=click.Choice(["gaussian", "rnaseq"], case_sensitive=False), default="gaussian",
               show_default=True, help="gaussian: §4.1 nonlinear factor data; rnaseq: §4.2 synthetic bulk counts.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -317,7 +327,8 @@ def simulate(kind, seed, output, n_per_study, n_studies, n_samples, proportions,
              "rnaseq": {"--n-per-study": n_per_study, "--n-studies": n_studies}}[kind]
     bad = [k for k, v in wrong.items() if v is not None]
     if bad:
-        raise click.UsageError(f"{', '.join(bad)} do(es) not apply to --kind {kind}")
+        other = "rnaseq" if kind == "gaussian" else "gaussian"
+        raise click.UsageError(f"{', '.join(bad)}: only for --kind {other}")
     common = dict(n_features=n_features, n_shared=n_shared, n_specific=n_specific)
     try:
         if kind == "gaussian":
@@ -364,9 +375,11 @@ def _read_h5ad(path: Path, what: str):
         raise _fail(err, f"cannot read {what} file {path}: ") from None
 
 
-@main.command()
+@main.command(short_help="Score a fit against the truth of simulated data.")
 @click.argument("result", type=click.Path(path_type=Path))
-@click.option("--truth", type=click.Path(path_type=Path), required=True, help="The .h5ad written by mssvae simulate.")
+@click.option("--truth", type=click.Path(path_type=Path), default=None,
+              help="The .h5ad written by `mssvae simulate` (default: RESULT itself, which holds the truth "
+                   "when the simulated file was the input of `mssvae fit`).")
 @click.option("--max-density", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Drop estimated columns with more non-zeros than this fraction (default: 0.25 for "
                    "rnaseq truth, as in §4.2; none for gaussian).")
@@ -381,7 +394,8 @@ def evaluate(result, truth, max_density, dci, key, output):
     from .metrics import evaluate as evaluate_masks
 
     res = _read_h5ad(result, "result")
-    tru = _read_h5ad(truth, "truth")
+    tru = res if truth is None else _read_h5ad(truth, "truth")
+    truth = result if truth is None else truth
     info = res.uns.get(key)
     if not isinstance(info, dict) or f"{key}_W_shared" not in res.varm:
         raise click.ClickException(f"{result} holds no fit under key {key!r} (expected uns[{key!r}] and "
@@ -450,7 +464,7 @@ def _dci_inputs(res, tru, key, info, true_studies) -> dict:
 DEMO_OUTPUTS = ("masks_true_vs_estimated.png", "training.png", "metrics.csv", "W_shared.csv", "history.csv", "model")
 
 
-@main.command()
+@main.command(short_help="Simulate the §4.1 data, fit, score and plot (Fig. 2).")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_demo"),
               show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=500, show_default=True,
@@ -461,9 +475,11 @@ DEMO_OUTPUTS = ("masks_true_vs_estimated.png", "training.png", "metrics.csv", "W
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --output-dir.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 @click.option("--n-per-study", type=click.IntRange(min=1), default=1000, hidden=True)
 @click.option("--n-features", type=click.IntRange(min=1), default=100, hidden=True)
-def demo(output_dir, epochs, seed, prior_weight, device, overwrite, quiet, n_per_study, n_features):
+def demo(output_dir, epochs, seed, prior_weight, device, overwrite, quiet, threads, n_per_study, n_features):
     """Reproduce one replicate of the paper's §4.1 Gaussian experiment (Fig. 2(b)/(c)).
 
     Simulates 3 studies × 1000 samples × 100 features (K_S = 8, K_m = 2), fits the MSSVAE with
@@ -477,6 +493,7 @@ def demo(output_dir, epochs, seed, prior_weight, device, overwrite, quiet, n_per
     from .training import TrainingDivergedError
 
     _check_device(device)
+    _set_threads(threads)
     _prepare_output_dir(output_dir, DEMO_OUTPUTS, overwrite)
     try:
         sim = simulate_gaussian(n_per_study=n_per_study, n_features=n_features, random_state=seed)

@@ -95,8 +95,8 @@ class MSSVAE(BaseEstimator):
 
     def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
-                 anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight=1.0, normalize_decoder=True, noise_alpha=1.5,
-                 feature_chunk_size=None, device="auto", random_state=0, verbose=False):
+                 anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight=1.0, normalize_decoder=True,
+                 noise_alpha=1.5, feature_chunk_size=None, device="auto", random_state=0, verbose=False):
         self.n_shared = n_shared
         self.n_specific = n_specific
         self.likelihood = likelihood

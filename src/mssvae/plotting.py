@@ -250,6 +250,9 @@ def plot_masks_comparison(true_shared, true_specific, est_shared, est_specific, 
         raise ValueError(f"cannot pair the estimated blocks {est_labels} with the true ones {list(true_map)}")
     order = {lab: match_columns(support(true_map[pairs[lab]], threshold), support(W, threshold))
              for lab, W in est_blocks}
+    if isinstance(est_specific, Mapping) and set(est_labels) == set(true_map):  # study blocks in the true order
+        by_label = {str(k): v for k, v in est_specific.items()}
+        est_specific = {lab: by_label[lab] for lab, _ in true_blocks[(0 if true_shared is None else 1):]}
 
     n_true = sum(W.shape[1] for _, W in true_blocks)
     n_est = sum(W.shape[1] for _, W in est_blocks)
@@ -290,7 +293,7 @@ def plot_history(history, title: str | None = None):
         changes = [epoch[i] for i in np.flatnonzero(np.diff(lam) != 0) + 1]
 
     panels = [
-        ("loss", ["loss"], "loss (negative ELBO + prior)"),
+        ("loss", ["loss"], None),
         ("log-likelihood", ["log_lik"], None),
         ("KL", ["kl_shared", "kl_specific", "kl_library"], None),
         ("log-prior", ["log_prior_masks", "log_prior_noise"], None),
@@ -309,7 +312,8 @@ def plot_history(history, title: str | None = None):
                 continue
             drawn += 1
             kw = {"drawstyle": "steps-post"} if c.startswith("active") or c == "lambda0" else {}
-            ax.plot(epoch, y, label=c, linewidth=1.2, **kw)
+            label = "active_specific (all studies)" if c == "active_specific" else c
+            ax.plot(epoch, y, label=label, linewidth=1.2, **kw)
         if drawn == 0:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
         elif len(cols) > 1:

@@ -1,0 +1,273 @@
+"""The command line: fit / simulate / evaluate / demo through click's CliRunner (tiny, few-epoch fits)."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mssvae import MSSVAE
+from mssvae.cli import main
+
+# Tiny networks and few epochs: every fit here takes a second or two.
+FAST = ["--hidden", "8,8", "--epochs", "3", "--batch-size", "32", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Torch's intra-op threads fight over a busy 2-core machine (10x slower for these tiny models).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def assert_clean_error(result, *fragments):
+    """Non-zero exit, a single `Error:` line naming the problem, no traceback."""
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
+def make_table(n=12, G=9, studies=("s1", "s2", "s3"), seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n * len(studies), G))
+    df = pd.DataFrame(X, columns=[f"gene{j}" for j in range(G)])
+    df.insert(0, "sample", [f"cell{i}" for i in range(len(df))])
+    df["study"] = np.repeat(studies, n)
+    return df
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    path = tmp_path / "data.csv"
+    make_table().to_csv(path, index=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- fit
+
+
+def test_fit_csv_writes_every_output_with_the_right_shapes(csv_file, tmp_path):
+    out = tmp_path / "out"
+    res = ok(run("fit", csv_file, "--n-shared", 3, "--n-specific", 2, "--seed", 1, "-o", out, *FAST))
+    G, N, studies = 9, 36, ["s1", "s2", "s3"]
+    names = {"result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "model", "masks.png", "training.png"}
+    assert names | {f"W_{s}.csv" for s in studies} == {p.name for p in out.iterdir()}
+
+    Ws = pd.read_csv(out / "W_shared.csv", index_col=0)
+    assert Ws.shape == (G, 3) and list(Ws.index) == [f"gene{j}" for j in range(G)]
+    assert list(Ws.columns) == ["shared_0", "shared_1", "shared_2"]
+    for s in studies:
+        Wm = pd.read_csv(out / f"W_{s}.csv", index_col=0)
+        assert Wm.shape == (G, 2) and list(Wm.columns) == [f"{s}_0", f"{s}_1"]
+    Z = pd.read_csv(out / "factors.csv", index_col=0)
+    assert Z.shape == (N, 3 + 3 * 2) and Z.index[0] == "cell0" and Z.columns[0] == "shared_0"
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 3 and {"loss", "lambda0", "active_shared"} <= set(hist.columns)
+
+    model = MSSVAE.load(out / "model")
+    assert np.allclose(model.W_shared_, Ws.to_numpy()) and model.studies_ == studies
+    adata = ad.read_h5ad(out / "result.h5ad")
+    assert adata.obsm["X_mssvae"].shape == (N, 9) and adata.varm["mssvae_W_s2"].shape == (G, 2)
+    assert np.allclose(adata.obsm["X_mssvae"], Z.to_numpy())
+    for png in ("masks.png", "training.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+    assert "K_S (active shared factors):" in res.output and "of 3" in res.output
+    assert "K_m s2:" in res.output and "on cpu" in res.output
+
+
+def test_fit_h5ad_counts_layer_and_odd_study_labels(tmp_path):
+    rng = np.random.default_rng(2)
+    n, G = 30, 8
+    counts = rng.poisson(20, size=(n, G)).astype(np.float32)
+    adata = ad.AnnData(X=np.log1p(counts), obs=pd.DataFrame({"batch": np.repeat(["lab:A", "lab B"], n // 2)},
+                                                               index=[f"c{i}" for i in range(n)]))
+    adata.layers["counts"] = counts
+    path = tmp_path / "in.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "out"
+    ok(run("fit", path, "--study-key", "batch", "--likelihood", "nb", "--layer", "counts",
+           "--n-shared", 2, "--n-specific", "lab:A=1,lab B=2", "-o", out, *FAST))
+    assert pd.read_csv(out / "W_lab_A.csv", index_col=0).shape == (G, 1)
+    assert pd.read_csv(out / "W_lab_B.csv", index_col=0).shape == (G, 2)
+    assert pd.read_csv(out / "factors.csv", index_col=0).shape == (n, 2 + 1 + 2)
+    params = MSSVAE.load(out / "model").get_params()
+    assert params["likelihood"] == "nb" and params["hidden"] == (8, 8) and params["max_epochs"] == 3
+    # options not given stay at the model's defaults (Table 2 is filled in by the model)
+    assert params["lr"] is None and params["lr_W"] is None and params["prior_weight"] == 1.0
+
+
+def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
+    import mssvae.io
+
+    seen = {}
+
+    def fake_fit(adata, study_key, layer=None, **kw):
+        seen.update(kw, study_key=study_key, layer=layer)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(mssvae.io, "fit_anndata", fake_fit)
+    res = run("fit", csv_file, "--epochs", 2, "--quiet", "-o", tmp_path / "out")
+    assert_clean_error(res, "stop here")
+    assert seen == {"max_epochs": 2, "verbose": False, "study_key": "study", "layer": None}
+    assert not (tmp_path / "out").exists()  # nothing created when the fit fails
+
+
+def _bad_inputs(tmp_path):
+    df = make_table()
+    df.drop(columns="study").to_csv(tmp_path / "nostudy.csv", index=False)
+    nan = df.copy()
+    nan.loc[4, "gene3"] = np.nan
+    nan.to_csv(tmp_path / "nan.csv", index=False)
+    one = df.copy()
+    one["study"] = "s1"
+    one.to_csv(tmp_path / "one.csv", index=False)
+    text = df.copy()
+    text["gene2"] = "x"
+    text.to_csv(tmp_path / "text.csv", index=False)
+    df.to_csv(tmp_path / "ok.csv", index=False)
+    (tmp_path / "broken.h5ad").write_text("not an hdf5 file")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nostudy.csv"], "'study' is not a column"),
+    (["ok.csv", "--study-key", "batch"], "'batch' is not a column"),
+    (["nan.csv"], "NaN"),
+    (["one.csv"], "at least 2 studies"),
+    (["text.csv"], "non-numeric"),
+    (["missing.csv"], "does not exist"),
+    (["broken.h5ad"], "cannot read"),
+    (["ok.csv", "--likelihood", "poisson"], "'poisson' is not one of"),
+    (["ok.csv", "--likelihood", "nb"], "raw counts"),
+    (["ok.csv", "--layer", "counts"], "'counts' is not in adata.layers"),
+    (["ok.csv", "--n-specific", "s1=1"], "missing studies"),
+    (["ok.csv", "--n-specific", "two"], "--n-specific"),
+    (["ok.csv", "--hidden", "5"], "--hidden"),
+    (["ok.csv", "--epochs", "0"], "--epochs"),
+    (["ok.csv", "--device", "nonsense"], "--device"),
+])
+def test_fit_bad_input_is_a_one_line_error(tmp_path, args, fragment):
+    _bad_inputs(tmp_path)
+    res = run("fit", tmp_path / args[0], "-o", tmp_path / "out", "--epochs", 1, "--quiet", *args[1:])
+    assert_clean_error(res, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_refuses_to_overwrite_results(csv_file, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.h5ad").write_text("old")
+    assert_clean_error(run("fit", csv_file, "-o", out, *FAST), "--overwrite")
+    ok(run("fit", csv_file, "-o", out, "--overwrite", "--n-shared", 2, "--n-specific", 1, *FAST))
+    assert ad.read_h5ad(out / "result.h5ad").n_obs == 36
+
+
+# ------------------------------------------------------------------------------ simulate / evaluate
+
+
+def test_simulate_gaussian_writes_data_and_truth(tmp_path):
+    path = tmp_path / "sim.h5ad"
+    res = ok(run("simulate", "--kind", "gaussian", "--seed", 3, "--n-per-study", 10, "--n-features", 42,
+                 "--output", path))
+    assert "30 samples x 42 features" in res.output
+    a = ad.read_h5ad(path)
+    assert a.shape == (30, 42) and list(a.obs["study"].unique()) == ["study1", "study2", "study3"]
+    assert a.varm["true_W_shared"].shape == (42, 8) and a.varm["true_W_study2"].shape == (42, 2)
+    assert a.obsm["true_Z_shared"].shape == (30, 8)
+    Z2 = a.obsm["true_Z_study2"]
+    assert (Z2[a.obs["study"] != "study2"] == 0).all() and (Z2[a.obs["study"] == "study2"] != 0).all()
+    assert a.uns["simulation"]["kind"] == "gaussian"
+
+
+def test_simulate_rnaseq_writes_counts(tmp_path):
+    path = tmp_path / "rna.h5ad"
+    ok(run("simulate", "--kind", "rnaseq", "--n-samples", 40, "--n-features", 60, "--n-shared", 3,
+           "--n-specific", 1, "--proportions", "0.5,0.5", "-o", path))
+    a = ad.read_h5ad(path)
+    assert a.shape == (40, 60) and np.issubdtype(a.X.dtype, np.integer)
+    assert "library_size" in a.obs and a.varm["true_W_study2"].shape == (60, 1)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--kind", "rnaseq", "--n-per-study", "5"], "only for --kind gaussian"),
+    (["--n-features", "10"], "too small"),
+    (["--kind", "other"], "'other' is not one of"),
+])
+def test_simulate_bad_options(tmp_path, args, fragment):
+    assert_clean_error(run("simulate", *args, "-o", tmp_path / "x.h5ad"), fragment)
+    assert_clean_error(run("simulate", "-o", tmp_path / "x.csv"), ".h5ad")
+
+
+def test_simulate_fit_evaluate_round_trip(tmp_path):
+    sim = tmp_path / "sim.h5ad"
+    ok(run("simulate", "--n-per-study", 15, "--n-features", 42, "-o", sim))
+    out = tmp_path / "fit"
+    ok(run("fit", sim, "--n-shared", 4, "--n-specific", 1, "-o", out, *FAST))
+    scores = tmp_path / "scores.csv"
+    res = ok(run("evaluate", out / "result.h5ad", "--truth", sim, "--output", scores))
+    for label in ("shared consensus", "group recovery", "disentanglement (DCI)", "K_S estimated"):
+        assert label in res.output
+    assert "(true 8)" in res.output and "K_m estimated, study3" in res.output
+    row = pd.read_csv(scores)
+    assert len(row) == 1
+    metrics = ["shared_consensus", "shared_relevance", "shared_recovery", "group_consensus", "group_relevance",
+               "group_recovery", "dci"]
+    assert ((row[metrics] >= 0) & (row[metrics] <= 1)).all(axis=None)
+    assert 0 <= row.loc[0, "n_shared_est"] <= 4 and "n_specific_est_study1" in row
+
+    # the result of fitting the simulated file carries the truth: --truth may be left out
+    res2 = ok(run("evaluate", out, "--no-dci"))
+    assert "n/a" in res2.output
+
+
+def test_evaluate_errors(tmp_path, csv_file):
+    sim = tmp_path / "sim.h5ad"
+    ok(run("simulate", "--n-per-study", 5, "--n-features", 42, "-o", sim))
+    assert_clean_error(run("evaluate", sim, "--truth", sim), "holds no fit")
+    assert_clean_error(run("evaluate", tmp_path / "nothing.h5ad", "--truth", sim), "does not exist")
+    assert_clean_error(run("evaluate", csv_file, "--truth", sim), "cannot read")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def test_demo_runs_end_to_end_on_tiny_data(tmp_path):
+    out = tmp_path / "demo"
+    res = ok(run("demo", "--epochs", 3, "--seed", 1, "--output-dir", out, "--n-per-study", 10,
+                 "--n-features", 42, "--threads", 1, "--quiet"))
+    for name in ("masks_true_vs_estimated.png", "training.png", "metrics.csv", "W_shared.csv", "W_study1.csv",
+                 "W_study3.csv", "history.csv", "model"):
+        assert (out / name).exists(), name
+    assert "shared consensus" in res.output and "(true 8)" in res.output
+    # Table 2 settings: K_S = 30, K_m = 5 initial columns
+    assert pd.read_csv(out / "W_shared.csv", index_col=0).shape == (42, 30)
+    assert pd.read_csv(out / "W_study2.csv", index_col=0).shape == (42, 5)
+    m = pd.read_csv(out / "metrics.csv")
+    assert len(m) == 1 and {"shared_consensus", "group_recovery", "dci", "n_shared_est"} <= set(m.columns)
+    params = MSSVAE.load(out / "model").get_params()
+    assert params["likelihood"] == "gaussian" and params["random_state"] == 1 and params["max_epochs"] == 3
+    assert params["hidden"] is None and params["lr"] is None  # Table 2 defaults of the model
+
+
+def test_help_and_version():
+    res = ok(run("--help"))
+    for cmd in ("fit", "simulate", "evaluate", "demo"):
+        assert cmd in res.output
+    assert "--n-per-study" not in ok(run("demo", "--help")).output  # test-only options stay hidden
+    assert "0.1.0" in ok(run("--version")).output
