@@ -21,6 +21,7 @@ import torch
 
 from mssvae import MSSVAE
 from mssvae.metrics import evaluate_simulation
+from mssvae.plotting import plot_replicates
 from mssvae.simulate import simulate_gaussian
 
 
@@ -74,6 +75,10 @@ def main() -> None:
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "machine"},
               flush=True)
         pd.DataFrame(rows).to_csv(out, index=False)
+    fig = plot_replicates(pd.DataFrame(rows), title=f"§4.1, {len(rows)} seeds, {json.dumps(settings)}")
+    fig.savefig(out.with_suffix(".png"), dpi=120, bbox_inches="tight")
+    summary = pd.DataFrame(rows).drop(columns=["seed", "settings", "machine", "n_specific_est"]).median()
+    print("median:", summary.round(3).to_dict())
 
 
 if __name__ == "__main__":

@@ -254,7 +254,8 @@ class MSSVAE(BaseEstimator):
         σ² starts at the 5 % quantile of the feature variances; φ by moments.  The paper keeps
         PyTorch's default for the decoder; we start each feature's output bias at the value that
         reproduces its mean (the feature mean for Gaussian; for NB the inverse softplus of its mean
-        share of the library), so the first steps fit structure rather than offsets of size ~10⁶.
+        share of the library), so the first steps fit structure rather than offsets of size ~10⁶;
+        likewise the library-size posterior starts at its prior.
         """
         with torch.no_grad():
             if self.likelihood == "gaussian":
@@ -265,6 +266,10 @@ class MSSVAE(BaseEstimator):
                 share = (X / np.maximum(X.sum(1, keepdims=True), 1.0)).mean(0).astype(np.float64)
                 share = np.maximum(share, 1e-10)
                 module.decoder.bias.copy_(torch.as_tensor(share + np.log(-np.expm1(-share))))
+                # q(ℓ | x) starts at the prior rather than at LogNormal(0, 1), which is ~e^12 too small.
+                lib_mean, lib_var = self._data_priors["library"]
+                module.encoder_library.mean.bias.fill_(lib_mean)
+                module.encoder_library.log_var.bias.fill_(math.log(lib_var))
 
     def _chunk_size(self, s: dict, G: int) -> int | None:
         if self.feature_chunk_size is not None:
