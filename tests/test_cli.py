@@ -110,7 +110,7 @@ def test_fit_h5ad_counts_layer_and_odd_study_labels(tmp_path):
     params = MSSVAE.load(out / "model").get_params()
     assert params["likelihood"] == "nb" and params["hidden"] == (8, 8) and params["max_epochs"] == 3
     # options not given stay at the model's defaults (Table 2 is filled in by the model)
-    assert params["lr"] is None and params["lr_W"] is None and params["prior_weight"] == 1.0
+    assert params["lr"] is None and params["lr_W"] is None and params["prior_weight"] == "auto"
 
 
 def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):

@@ -60,7 +60,7 @@ class MaskedDecoder(nn.Module):
     training) so memory is bounded by B·chunk·H, not B·G·H.
     """
 
-    def __init__(self, n_features: int, n_latent: int, hidden: tuple[int, int], normalized: bool = True):
+    def __init__(self, n_features: int, n_latent: int, hidden: tuple[int, int], normalized: bool = False):
         super().__init__()
         h1, h2 = hidden
         self.normalized = normalized
@@ -127,7 +127,7 @@ class MSSVAEModule(nn.Module):
     """
 
     def __init__(self, n_features: int, n_shared: int, n_specific: list[int], hidden: tuple[int, int],
-                 likelihood: str, normalize_decoder: bool = True):
+                 likelihood: str, normalize_decoder: bool = False):
         super().__init__()
         self.n_features = n_features
         self.n_shared = n_shared
