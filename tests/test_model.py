@@ -32,13 +32,13 @@ def test_fitted_attributes_have_documented_shapes(fitted_blocks):
     assert ((m.inclusion_shared_ >= 0) & (m.inclusion_shared_ <= 1)).all()
     assert len(m.factor_names_) == 5 + 2 + 2 and m.device_ == "cpu"
     assert {"loss", "log_lik", "kl_shared", "kl_specific", "log_prior_masks"} <= set(m.history_.columns)
-    assert len(m.history_) == 150 and m.converged_
+    assert len(m.history_) == 150 and m.converged_ and m.prior_weight_ == 1000 / 300
 
 
 def test_transform_puts_each_sample_in_its_own_block(fitted_blocks, blocks):
     X, study, _, _ = blocks
     Z = fitted_blocks.transform(X, study)
-    assert Z.shape == (600, 9)
+    assert Z.shape == (1000, 9)
     assert (Z[study == "s0"][:, 7:] == 0).all() and (Z[study == "s1"][:, 5:7] == 0).all()
     assert (np.abs(Z[study == "s0"][:, 5:7]).sum(0) > 0).all()
 
@@ -127,7 +127,7 @@ def test_anndata_entry_point_writes_obsm_varm_uns(blocks):
     X, study, _, _ = blocks
     adata = ad.AnnData(X=X, obs=pd.DataFrame({"batch": study}, index=[f"c{i}" for i in range(len(X))]))
     model = fit_anndata(adata, "batch", n_shared=3, n_specific=1, max_epochs=2, batch_size=64)
-    assert adata.obsm["X_mssvae"].shape == (600, 5)
+    assert adata.obsm["X_mssvae"].shape == (1000, 5)
     assert adata.varm["mssvae_W_shared"].shape == (40, 3) and adata.varm["mssvae_W_s1"].shape == (40, 1)
     assert adata.uns["mssvae"]["studies"] == ["s0", "s1"]
     assert model.feature_names_in_[0] == adata.var_names[0]
