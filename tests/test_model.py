@@ -131,3 +131,17 @@ def test_anndata_entry_point_writes_obsm_varm_uns(blocks):
     assert adata.varm["mssvae_W_shared"].shape == (40, 3) and adata.varm["mssvae_W_s1"].shape == (40, 1)
     assert adata.uns["mssvae"]["studies"] == ["s0", "s1"]
     assert model.feature_names_in_[0] == adata.var_names[0]
+
+
+def test_anndata_keys_of_awkward_study_labels(blocks):
+    ad = pytest.importorskip("anndata")
+    import pandas as pd
+
+    from mssvae.io import fit_anndata
+
+    X, study, _, _ = blocks
+    labels = np.where(study == "s0", "shared", "a/b")
+    adata = ad.AnnData(X=X, obs=pd.DataFrame({"g": labels}, index=[f"c{i}" for i in range(len(X))]))
+    fit_anndata(adata, "g", n_shared=2, n_specific=1, max_epochs=1, batch_size=64)
+    assert adata.varm["mssvae_W_shared"].shape == (40, 2)  # W^(S), not the study called "shared"
+    assert adata.varm["mssvae_W_study_shared"].shape == (40, 1) and "mssvae_W_a_b" in adata.varm

@@ -391,6 +391,7 @@ def _read_h5ad(path: Path, what: str):
 def evaluate(result, truth, max_density, dci, key, output):
     """Score the masks of a fit (RESULT: result.h5ad, or the fit's output folder) against the truth
     of a simulated data set: consensus, relevance, recovery (shared and group), DCI, K_S and K_m."""
+    from .io import varm_key
     from .metrics import evaluate as evaluate_masks
 
     res = _read_h5ad(result, "result")
@@ -418,7 +419,7 @@ def evaluate(result, truth, max_density, dci, key, output):
 
     W_true = {s: np.asarray(tru.varm[f"true_W_{s}"]) for s in true_studies}
     try:
-        W_est = {s: np.asarray(res.varm[f"{key}_W_{s}"]) for s in studies}
+        W_est = {s: np.asarray(res.varm[varm_key(key, "W", s)]) for s in studies}
     except KeyError as err:
         raise _fail(err, f"{result} lacks a mask: ") from None
     z_kw = {}

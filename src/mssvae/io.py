@@ -24,6 +24,18 @@ def _get_study(adata, study_key):
     return adata.obs[study_key]
 
 
+def varm_key(key_added: str, what: str, study) -> str:
+    """Key of a study's matrix in ``adata.varm``: ``{key_added}_{what}_{study}``.
+
+    h5ad keys cannot hold "/", and a study called "shared" would collide with W^(S); such labels
+    are written with "/" → "_" and a "study_" prefix for "shared".
+    """
+    label = str(study).replace("/", "_")
+    if label == "shared":
+        label = "study_shared"
+    return f"{key_added}_{what}_{label}"
+
+
 def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str = "mssvae",
                 model: MSSVAE | None = None, **model_kwargs) -> MSSVAE:
     """Fit an MSSVAE on ``adata`` and write the results into it.
@@ -57,8 +69,8 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
     adata.varm[f"{key_added}_W_shared"] = model.W_shared_
     adata.varm[f"{key_added}_pip_shared"] = model.inclusion_shared_
     for lab in model.studies_:
-        adata.varm[f"{key_added}_W_{lab}"] = model.W_specific_[lab]
-        adata.varm[f"{key_added}_pip_{lab}"] = model.inclusion_specific_[lab]
+        adata.varm[varm_key(key_added, "W", lab)] = model.W_specific_[lab]
+        adata.varm[varm_key(key_added, "pip", lab)] = model.inclusion_specific_[lab]
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()}
     params = {k: (str(v) if isinstance(v, dict) else v) for k, v in params.items() if v is not None}
     adata.uns[key_added] = {

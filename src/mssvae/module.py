@@ -55,9 +55,15 @@ class MaskedDecoder(nn.Module):
     a per-feature linear term in the masked factors).
 
     c_ij = W_j ⊙ z~_i is never materialised: V1 c_ij = Σ_k W_jk z_ik V1[:, k] is one batched
-    matmul of W (G, K) with z_i ⊙ V1ᵀ (K, H1), and the skip term is z~ (W ⊙ V3_c)ᵀ.
+    matmul of W (G, K) with z_i ⊙ V1ᵀ (K, H1), and the skip term is z~ (W ⊙ v_skip)ᵀ.
     Features are processed in chunks of ``chunk_size`` (with activation checkpointing while
     training) so memory is bounded by B·chunk·H, not B·G·H.
+
+    The scale of W is not identified by this decoder: W[:, k] → s·W[:, k] with V1[:, k] and
+    v_skip[:, k] → /s leaves f unchanged (and a global scale can move into V2, b2 and v), so a
+    penalty on |W| can be paid by shrinking W rather than by sparsifying it.  ``normalized=True``
+    removes these directions: V1's columns, V2's rows and each feature's [v_hidden; v_skip] are
+    used at unit norm, so only W (and b2) carry scale.  Measured trade-offs: README.
     """
 
     def __init__(self, n_features: int, n_latent: int, hidden: tuple[int, int], normalized: bool = False):
