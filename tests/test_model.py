@@ -64,6 +64,7 @@ def test_save_load_round_trip_gives_identical_transform(fitted_blocks, blocks, t
     params = {k: v for k, v in fitted_blocks.get_params().items() if k != "device"}
     assert {k: v for k, v in loaded.get_params().items() if k != "device"} == params
     assert len(loaded.history_) == len(fitted_blocks.history_)
+    assert np.array_equal(loaded.factor_kl_, fitted_blocks.factor_kl_)
 
 
 def test_load_refuses_modified_or_foreign_files(fitted_blocks, tmp_path):
@@ -145,3 +146,13 @@ def test_anndata_keys_of_awkward_study_labels(blocks):
     fit_anndata(adata, "g", n_shared=2, n_specific=1, max_epochs=1, batch_size=64)
     assert adata.varm["mssvae_W_shared"].shape == (40, 2)  # W^(S), not the study called "shared"
     assert adata.varm["mssvae_W_study_shared"].shape == (40, 1) and "mssvae_W_a_b" in adata.varm
+
+
+def test_factor_kl_marks_the_factors_in_use(fitted_blocks):
+    m = fitted_blocks
+    kl = m.factor_kl_
+    assert kl.shape == (len(m.factor_names_),) and (kl >= 0).all()
+    active = set(m.active_shared_)
+    inactive = [k for k in range(5) if k not in active]
+    # the factors with support carry information; switched-off ones sit at the prior
+    assert min(kl[k] for k in active) > 0.5 and max(kl[k] for k in inactive) < 0.1

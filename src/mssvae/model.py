@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,8 @@ class MSSVAE(BaseEstimator):
     factor_names_ : list of str, columns of ``transform`` output
     noise_variance_ : ndarray (n_features,) (Gaussian);  inverse_dispersion_ : ndarray (NB)
     history_ : pandas.DataFrame, one row per epoch: the loss and each term, λ0, active columns
+    factor_kl_ : ndarray (K_S + Σ K_m,), mean KL of each factor's posterior from its prior, in
+        nats, over the samples that own it; ≈ 0 for factors the model does not use
     prior_weight_ : float, the prior weight used;  device_ : str;  converged_ : bool
     module_ : the fitted torch module
     """
@@ -243,7 +246,46 @@ class MSSVAE(BaseEstimator):
         self.history_ = pd.DataFrame(result.history)
         self.converged_ = result.converged
         self._set_fitted_attributes(s)
+        self.factor_kl_ = self._factor_kl(Xt, st)
+        self._warn_hidden_factors()
         return self
+
+    @torch.no_grad()
+    def _factor_kl(self, Xt: torch.Tensor, st: torch.Tensor, batch_size: int = 4096) -> np.ndarray:
+        """Mean KL(q(z_k | x) || N(0, 1)) per factor over the samples that own it (nats).
+
+        A VAE leaves the factors it does not use at the prior (KL ≈ 0); a factor with KL well
+        above 0 carries information the decoder uses, whatever the size of its W column.
+        """
+        self.module_.eval()
+        total = torch.zeros(self.module_.n_latent, dtype=torch.float64)
+        count = torch.zeros(self.module_.n_latent, dtype=torch.float64)
+        for s in range(0, Xt.shape[0], batch_size):
+            xb, sb = Xt[s:s + batch_size], st[s:s + batch_size]
+            mean, log_var = self.module_.encode(xb, sb)
+            mask = self.module_.latent_mask(sb)
+            kl = 0.5 * (mean**2 + torch.exp(log_var) - 1.0 - log_var) * mask
+            total += kl.sum(0).double().cpu()
+            count += mask.sum(0).double().cpu()
+        return (total / count.clamp_min(1)).numpy()
+
+    def _warn_hidden_factors(self, min_kl: float = 0.1) -> None:
+        """Warn when the decoder uses a factor whose W column has no entry above the support
+        threshold: its features are then missing from every gene set (README, "Prior/likelihood
+        balance")."""
+        used = self.factor_kl_ > min_kl
+        active = np.zeros_like(used)
+        active[self.active_shared_] = True
+        for start, lab in zip(self.module_.block_starts, self.studies_):
+            active[start + self.active_specific_[lab]] = True
+        hidden = [self.factor_names_[k] for k in np.flatnonzero(used & ~active)]
+        if hidden:
+            warnings.warn(
+                f"{len(hidden)} factor(s) carry information (KL > {min_kl} nats) but have no |W| > "
+                f"{SUPPORT_THRESHOLD}: {hidden[:10]}. Their features are not in any support; see "
+                "`factor_kl_` and consider a smaller `prior_weight` or normalize_decoder=True.",
+                RuntimeWarning, stacklevel=3,
+            )
 
     def _empirical_priors(self, X: np.ndarray, s: dict) -> dict:
         """Data-dependent prior settings (Appendix C.2.1, §2.4), as plain floats for saving."""
@@ -407,6 +449,7 @@ class MSSVAE(BaseEstimator):
             "n_shared": self.module_.n_shared, "hidden": list(self._hidden),
             "feature_names": self.feature_names_in_.tolist(), "data_priors": _jsonable(self._data_priors),
             "converged": bool(getattr(self, "converged_", False)),
+            "factor_kl": np.asarray(getattr(self, "factor_kl_", [])).tolist(),
             "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
             "tensors_sha256": digest,
         }
@@ -455,6 +498,7 @@ class MSSVAE(BaseEstimator):
         model.module_ = module.to(model._resolve_device()).eval()
         model.device_ = str(next(module.parameters()).device)
         model.converged_ = meta["converged"]
+        model.factor_kl_ = np.asarray(meta.get("factor_kl", []), dtype=float)
         model.history_ = pd.DataFrame(meta["history"])
         model._set_fitted_attributes()
         return model
