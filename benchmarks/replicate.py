@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from mssvae import MSSVAE
-from mssvae.metrics import evaluate_simulation
+from mssvae.metrics import evaluate_simulation, merge_duplicate_columns
 from mssvae.plotting import plot_replicates
 from mssvae.simulate import simulate_gaussian, simulate_rnaseq
 
@@ -47,6 +47,14 @@ def parse_settings(items: list[str]) -> dict:
         except (ValueError, SyntaxError):
             out[k] = v
     return out
+
+
+def dedup_scores(sim, W_shared, W_specific, max_density) -> dict:
+    """Consensus after merging same-support columns within each block (a diagnostic, see README)."""
+    res = evaluate_simulation(sim, merge_duplicate_columns(W_shared),
+                              {k: merge_duplicate_columns(v) for k, v in W_specific.items()},
+                              max_density=max_density)
+    return {"shared_consensus_dedup": res["shared_consensus"], "group_consensus_dedup": res["group_consensus"]}
 
 
 def main() -> None:
@@ -85,6 +93,7 @@ def main() -> None:
                "seconds": round(seconds, 1), "prior_weight_used": model.prior_weight_,
                "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
         row.update({k: v for k, v in res.items() if not isinstance(v, dict)})
+        row.update(dedup_scores(sim, model.W_shared_, model.W_specific_, max_density))
         row["n_specific_est"] = json.dumps(res.get("n_specific_est"))
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "machine"},

@@ -318,3 +318,18 @@ def test_merge_without_replicates_is_identity(sim):
     np.testing.assert_array_equal(W_sh2, sim.W_shared)
     for lab in sim.W_specific:
         np.testing.assert_array_equal(W_sp2[lab], sim.W_specific[lab])
+
+
+def test_merge_duplicate_columns_collapses_same_support_columns_only():
+    from mssvae.metrics import merge_duplicate_columns
+
+    W = np.zeros((10, 4))
+    W[0:4, 0] = 2.0
+    W[0:4, 1] = 1.0  # duplicate of column 0
+    W[5:9, 2] = 3.0  # a different program
+    # column 3 is empty
+    out = merge_duplicate_columns(W)
+    assert out.shape == (10, 2)
+    assert np.array_equal(support(out)[:, 0], support(W)[:, 0]) or np.array_equal(support(out)[:, 1], support(W)[:, 0])
+    W[3, 1] = 0.0  # Jaccard 3/4 < 0.9: no longer a duplicate
+    assert merge_duplicate_columns(W).shape == (10, 3)

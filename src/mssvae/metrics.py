@@ -592,3 +592,37 @@ def merge_replicated_specific(
         Z_est[:, cols] = 0.0
     Z_new = np.concatenate([Z_est[:, :k_s], Z_merged, Z_est[:, k_s:]], axis=1)
     return W_shared_new, W_new, Z_new
+
+
+def merge_duplicate_columns(W: np.ndarray, threshold: float = 0.5, min_jaccard: float = 0.9) -> np.ndarray:
+    """Collapse columns of one mask block whose supports are (near) identical.
+
+    A failure mode seen on §4.1 (benchmarks/README.md): one true factor estimated as two columns
+    of the same block with the same support (two latent dimensions for one gene program).  For
+    reporting gene programs those columns are one set.  Columns are visited from the largest
+    support down; each later column whose support has Jaccard ≥ ``min_jaccard`` with a kept
+    column is merged into it (elementwise max of |W|).  This is post-processing for reports and
+    diagnostics: the fitted model itself keeps every column.
+
+    Parameters
+    ----------
+    W : array_like, shape (G, K)
+
+    Returns
+    -------
+    ndarray, shape (G, K'), K' ≤ K: kept columns (all-zero columns are dropped).
+    """
+    W = np.abs(np.asarray(W, dtype=float))
+    S = support(W, threshold)
+    order = [int(k) for k in np.argsort(-S.sum(0), kind="stable") if S[:, k].any()]
+    kept: list[int] = []
+    merged: dict[int, np.ndarray] = {}
+    J = jaccard_matrix(S, S)
+    for k in order:
+        match = next((c for c in kept if J[c, k] >= min_jaccard), None)
+        if match is None:
+            kept.append(k)
+            merged[k] = W[:, k].copy()
+        else:
+            merged[match] = np.maximum(merged[match], W[:, k])
+    return np.stack([merged[k] for k in kept], axis=1) if kept else np.zeros((W.shape[0], 0))
