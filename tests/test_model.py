@@ -88,7 +88,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_last_finite_parameters(blocks):
     model._fault_injection = lambda epoch, step: epoch == 2  # test hook: poison the loss at epoch 2
     with pytest.raises(TrainingDivergedError, match="epoch 2"):
         model.fit(X, study)
-    assert not model.converged_
+    assert not model.converged_ and len(model.history_) == 2
     assert np.isfinite(model.W_shared_).all()
     # the parameters are those at the end of epoch 1, i.e. of an uninterrupted 2-epoch fit
     assert np.allclose(model.W_shared_, reference.W_shared_)

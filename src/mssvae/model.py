@@ -203,7 +203,7 @@ class MSSVAE(BaseEstimator):
         labels, codes = val.check_studies_for_fit(study)
         s = self._settings(labels, X.shape[1], X.shape[0])
         self.prior_weight_ = s["prior_weight"]
-        n, G = X.shape
+        G = X.shape[1]
         if feature_names is None:
             feature_names = np.array([f"feature_{j}" for j in range(G)])
         feature_names = np.asarray(feature_names).astype(str)
@@ -239,8 +239,9 @@ class MSSVAE(BaseEstimator):
             st = torch.as_tensor(codes, device=device)
             try:
                 result = train(module, Xt, st, cfg, gen)
-            except TrainingDivergedError:
+            except TrainingDivergedError as err:
                 self.converged_ = False
+                self.history_ = pd.DataFrame(err.history)
                 self._set_fitted_attributes(s)
                 raise
         self.history_ = pd.DataFrame(result.history)

@@ -117,11 +117,13 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                     module.load_state_dict(last_good)
                     result.converged = False
                     result.stop_reason = f"diverged at epoch {epoch}"
-                    raise TrainingDivergedError(
+                    err = TrainingDivergedError(
                         f"Training diverged at epoch {epoch} (step {step}): the loss is {loss.item()}. "
                         f"The model keeps the parameters from the end of epoch {epoch - 1} "
                         "(the last finite state). Try a smaller `lr`/`lr_W` or check the input scale."
                     )
+                    err.history = result.history
+                    raise err
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 optim.step()
