@@ -21,7 +21,8 @@ p.add_argument("--seeds", default="0-4")
 lo, hi = map(int, p.parse_args().seeds.split("-"))
 X, study, Ws, Wm = two_block_data()
 for seed in range(lo, hi + 1):
-    m = MSSVAE(n_shared=5, n_specific=2, max_epochs=150, batch_size=256, random_state=seed).fit(X, study)
+    m = MSSVAE(n_shared=5, n_specific=2, max_epochs=150, batch_size=256, random_state=seed,
+               lr=0.01).fit(X, study)
     best_shared = jaccard_matrix(support(Ws), support(m.W_shared_)).max(1)
     best_specific = {lab: float(jaccard_matrix(support(Wm[lab]), support(m.W_specific_[lab])).max(initial=0))
                      for lab in Wm}
