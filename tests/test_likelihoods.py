@@ -1,6 +1,7 @@
 """Likelihoods and KL terms against torch.distributions / scipy."""
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 from torch import distributions as D
@@ -51,3 +52,22 @@ def test_nb_dispersion_start_is_the_moment_estimator():
     assert abs(lk.nb_inverse_dispersion_init(X)[0] - phi_true) / phi_true < 0.1
     poisson = rng.poisson(5.0, size=(2000, 1)).astype(float)
     assert lk.nb_inverse_dispersion_init(poisson)[0] >= 100  # no over-dispersion: nearly Poisson
+
+
+def test_nb_fisher_information_matches_the_variance_of_the_score():
+    # Information about the pre-softplus output o of μ = ℓ·softplus(o): E[(∂ log p / ∂o)²], summed over x.
+    ell, phi = 50.0, 3.0
+    o = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    x = torch.arange(0, 2000, dtype=torch.float64)
+    mu = ell * torch.nn.functional.softplus(o)
+    logp = lk.nb_log_lik(x, mu, torch.tensor(phi, dtype=torch.float64))
+    score = torch.stack([torch.autograd.grad(lp, o, retain_graph=True)[0] for lp in logp[:400]])
+    info_mc = float((logp[:400].exp().detach() * score**2).sum())
+    rate = torch.nn.functional.softplus(o.detach())
+    info = float(lk.nb_fisher_info(ell * rate, rate, torch.tensor(phi, dtype=torch.float64)))
+    assert info == pytest.approx(info_mc, rel=1e-4)
+
+
+def test_gaussian_fisher_information_is_the_precision():
+    log_var = torch.log(torch.tensor([0.25, 4.0]))
+    assert torch.allclose(lk.gaussian_fisher_info(log_var), torch.tensor([4.0, 0.25]))

@@ -38,6 +38,21 @@ def nb_log_lik(x: torch.Tensor, mu: torch.Tensor, phi: torch.Tensor, eps: float 
     )
 
 
+def gaussian_fisher_info(log_var: torch.Tensor) -> torch.Tensor:
+    """Fisher information of one Gaussian entry about its mean: 1/σ² (per feature)."""
+    return torch.exp(-log_var)
+
+
+def nb_fisher_info(mu: torch.Tensor, rate: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """Fisher information of one NB entry about the decoder's pre-softplus output, elementwise.
+
+    With μ = ℓ·softplus(o) (Eq. 2.5) and ``rate`` = softplus(o): the information about log μ is
+    φμ/(φ+μ), and d log μ / d o = sigmoid(o)/softplus(o) = (1 − e^(−rate))/rate.
+    """
+    dlog = -torch.expm1(-rate) / rate.clamp_min(1e-30)
+    return phi * mu / (phi + mu) * dlog**2
+
+
 def inverse_gamma_log_prior(log_var: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     """log Inverse-Gamma(σ²; α, β) elementwise, in terms of log σ² (Eq. C.6)."""
     return alpha * math.log(beta) - math.lgamma(alpha) - (alpha + 1.0) * log_var - beta * torch.exp(-log_var)

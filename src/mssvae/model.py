@@ -21,18 +21,28 @@ from .spike_slab import Lambda0Schedule, e_step
 from .training import TrainingConfig, TrainingDivergedError, train
 
 FORMAT_VERSION = 1
-# prior_weight="auto" is N / 300: on the §4.1 simulation (N = 3000) a weight of 10 gave the best
-# recovery of {1, 3, 10, 20, 30} (benchmarks/README.md); the per-step drift that the penalty gives
-# W under minibatch noise scales with prior_weight / N, so the weight is kept proportional to N.
+# prior_weight="auto" means "fixed" for Gaussian data and "calibrated" for counts (README,
+# "Prior/likelihood balance"; numbers in benchmarks/README.md).
+# "fixed" is N / 300: on the §4.1 simulation (N = 3000) a weight of 10 gave the best recovery of
+# {1, 3, 10, 20, 30}; the per-step drift that the penalty gives W under minibatch noise scales with
+# prior_weight / N, so the weight is kept proportional to N.
 AUTO_PRIOR_SAMPLES_PER_UNIT = 300.0
+# "calibrated" follows the likelihood's precision: weight = prior_scale · N · Î, where Î is the
+# running mean Fisher information of one data entry about the decoder output (1/σ² for Gaussian,
+# φμ/(φ+μ)·(d log μ/d o)² for NB).  An entry of W then has to beat a fixed effect size measured on
+# the likelihood's own scale.  It starts low while φ is still at its moment estimate, which
+# mixes signal into the dispersion, and rises as the fit explains the signal.
+DEFAULT_PRIOR_SCALE = 2e-3
 SUPPORT_THRESHOLD = 0.5  # a feature belongs to factor k iff |W_jk| > 0.5 (§5); used everywhere
 
 # Defaults per likelihood: Table 2 of the paper (Gaussian column; RNA column for NB), except the
 # Gaussian network learning rate, 0.003 instead of 0.01: on §4.1 (10 seeds, benchmarks/README.md)
 # it raised the median group consensus from 0.71 to 0.78 and shared consensus from 0.97 to 1.0.
 DEFAULTS = {
-    "gaussian": dict(n_shared=30, n_specific=5, hidden=(50, 50), max_epochs=500, lr=3e-3, lr_W=1e-2),
-    "nb": dict(n_shared=50, n_specific=10, hidden=(256, 128), max_epochs=800, lr=1e-3, lr_W=1e-2),
+    "gaussian": dict(n_shared=30, n_specific=5, hidden=(50, 50), max_epochs=500, lr=3e-3, lr_W=1e-2,
+                     normalize_decoder=False),
+    "nb": dict(n_shared=50, n_specific=10, hidden=(256, 128), max_epochs=800, lr=1e-3, lr_W=1e-2,
+               normalize_decoder=True),
 }
 
 
@@ -69,13 +79,20 @@ class MSSVAE(BaseEstimator):
         Fractions of the epochs spent at lambda0[0] and lambda0[1] (0.05, 0.25).
     a, b : float or None
         Beta(a, b) prior on the column inclusion rates η_k; b=None → G (Appendix C.2.1).
-    prior_weight : float or "auto"
-        Multiplier of the spike-and-slab log-prior against the N-sample likelihood; 1 is Eq. 2.4
-        exactly.  "auto" = N / 300 (10 for the §4.1 simulation).  See the README
+    prior_weight : float, "auto", "fixed" or "calibrated"
+        Multiplier of the spike-and-slab log-prior against the N-sample likelihood; a float is
+        used as given (1 is Eq. 2.4 exactly).  "fixed" = N / 300 (10 on the §4.1 simulation).
+        "calibrated" follows the likelihood during training: ``prior_scale · N · Î``, with Î the
+        running mean Fisher information of one data entry about the decoder output.  "auto" is
+        "fixed" for Gaussian and "calibrated" for NB.  ``prior_weight_`` and the
+        ``prior_weight`` column of ``history_`` record the values used.  See the README
         ("Prior/likelihood balance") for the measurements behind it.
-    normalize_decoder : bool
-        False (the paper's decoder).  True fixes the norms of V1's columns, V2's rows and each
-        feature's output weights, so only W carries scale; measured trade-offs in the README.
+    prior_scale : float
+        Constant of the "calibrated" weight (2e-3).  Larger switches more entries and factors off.
+    normalize_decoder : bool or None
+        None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
+        V1's columns, V2's rows and each feature's output weights, so only W carries scale;
+        measured trade-offs in the README.
     noise_alpha : float
         α of the Inverse-Gamma noise prior (Gaussian only; 1.5).
     feature_chunk_size : int or None
@@ -110,7 +127,8 @@ class MSSVAE(BaseEstimator):
 
     def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
-                 anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", normalize_decoder=False,
+                 anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
+                 normalize_decoder=None,
                  noise_alpha=1.5, feature_chunk_size=None, device="auto", random_state=0, verbose=False):
         self.n_shared = n_shared
         self.n_specific = n_specific
@@ -126,6 +144,7 @@ class MSSVAE(BaseEstimator):
         self.a = a
         self.b = b
         self.prior_weight = prior_weight
+        self.prior_scale = prior_scale
         self.normalize_decoder = normalize_decoder
         self.noise_alpha = noise_alpha
         self.feature_chunk_size = feature_chunk_size
@@ -162,7 +181,14 @@ class MSSVAE(BaseEstimator):
         s["schedule"] = Lambda0Schedule(lam0, fr)
         s["a"] = val.check_positive_float(self.a, "a")
         s["b"] = float(n_features) if self.b is None else val.check_positive_float(self.b, "b")
-        if isinstance(self.prior_weight, str) and self.prior_weight == "auto":
+        s["prior_scale"] = val.check_positive_float(self.prior_scale, "prior_scale")
+        s["normalize_decoder"] = bool(pick(self.normalize_decoder, "normalize_decoder"))
+        mode = self.prior_weight
+        if isinstance(mode, str) and mode == "auto":
+            mode = "calibrated" if likelihood == "nb" else "fixed"
+        if isinstance(mode, str) and mode == "calibrated":
+            s["prior_weight"] = None  # set during training: prior_scale · N · Î (see DEFAULT_PRIOR_SCALE)
+        elif isinstance(mode, str) and mode == "fixed":
             s["prior_weight"] = n_samples / AUTO_PRIOR_SAMPLES_PER_UNIT
         else:
             s["prior_weight"] = val.check_positive_float(self.prior_weight, "prior_weight")
@@ -206,6 +232,7 @@ class MSSVAE(BaseEstimator):
         labels, codes = val.check_studies_for_fit(study)
         s = self._settings(labels, X.shape[1], X.shape[0])
         self.prior_weight_ = s["prior_weight"]
+        self._normalize_decoder = s["normalize_decoder"]
         G = X.shape[1]
         if feature_names is None:
             feature_names = np.array([f"feature_{j}" for j in range(G)])
@@ -232,7 +259,8 @@ class MSSVAE(BaseEstimator):
             cfg = TrainingConfig(
                 max_epochs=s["max_epochs"], batch_size=s["batch_size"], lr=s["lr"], lr_W=s["lr_W"],
                 lambda1=s["lambda1"], schedule=s["schedule"], a=s["a"], b=s["b"],
-                prior_weight=s["prior_weight"], noise_prior=self._data_priors.get("noise"),
+                prior_weight=s["prior_weight"], prior_scale=s["prior_scale"],
+                noise_prior=self._data_priors.get("noise"),
                 library_prior=self._data_priors.get("library"),
                 chunk_size=self._chunk_size(s, G), progress=bool(self.verbose),
                 fault_injection=getattr(self, "_fault_injection", None),
@@ -248,6 +276,8 @@ class MSSVAE(BaseEstimator):
                 self._set_fitted_attributes(s)
                 raise
         self.history_ = pd.DataFrame(result.history)
+        if len(self.history_):
+            self.prior_weight_ = float(self.history_["prior_weight"].iloc[-1])
         self.converged_ = result.converged
         self._set_fitted_attributes(s)
         self.factor_kl_ = self._factor_kl(Xt, st)
@@ -305,7 +335,7 @@ class MSSVAE(BaseEstimator):
 
     def _build_module(self, n_shared: int) -> MSSVAEModule:
         return MSSVAEModule(self.n_features_in_, n_shared, self._n_specific, self._hidden,
-                            self.likelihood, bool(self.normalize_decoder))
+                            self.likelihood, self._normalize_decoder)
 
     def _initialise(self, module: MSSVAEModule, X: np.ndarray) -> None:
         """Starting values of the likelihood parameters (Appendix C.2.2) and the output bias.
@@ -451,6 +481,7 @@ class MSSVAE(BaseEstimator):
             "format": "mssvae", "format_version": FORMAT_VERSION, "mssvae_version": __version__,
             "params": _jsonable(params), "studies": self.studies_, "n_specific": self._n_specific,
             "n_shared": self.module_.n_shared, "hidden": list(self._hidden),
+            "normalize_decoder": bool(self._normalize_decoder),
             "feature_names": self.feature_names_in_.tolist(), "data_priors": _jsonable(self._data_priors),
             "converged": bool(getattr(self, "converged_", False)),
             "factor_kl": np.asarray(getattr(self, "factor_kl_", [])).tolist(),
@@ -496,6 +527,7 @@ class MSSVAE(BaseEstimator):
         model.n_features_in_ = len(model.feature_names_in_)
         model._n_specific = meta["n_specific"]
         model._hidden = tuple(meta["hidden"])
+        model._normalize_decoder = bool(meta.get("normalize_decoder", params.get("normalize_decoder") or False))
         model._data_priors = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["data_priors"].items()}
         module = model._build_module(meta["n_shared"])
         module.load_state_dict(tensors)

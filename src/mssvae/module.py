@@ -118,6 +118,7 @@ class LossTerms:
     kl_library: torch.Tensor
     log_prior_masks: torch.Tensor   # spike-and-slab terms (before `prior_weight`), / N
     log_prior_noise: torch.Tensor   # log p(Σ) / N (Gaussian only)
+    fisher_info: torch.Tensor       # mean Fisher information of one entry w.r.t. the decoder output
 
 
 class MSSVAEModule(nn.Module):
@@ -248,6 +249,7 @@ class MSSVAEModule(nn.Module):
             log_lik = lk.gaussian_log_lik(x, f, self.log_var).sum(-1)
             alpha, beta = noise_prior
             log_prior_noise = lk.inverse_gamma_log_prior(self.log_var, alpha, beta).sum()
+            info = lk.gaussian_fisher_info(self.log_var.detach()).mean()  # the same for every sample
         else:
             l_mean, l_log_var = self.encode_library(x)
             log_l = l_mean + torch.exp(0.5 * l_log_var) * torch.randn_like(l_mean)
@@ -255,6 +257,8 @@ class MSSVAEModule(nn.Module):
             log_lik = lk.nb_log_lik(x, mu, torch.exp(self.log_phi)).sum(-1)
             kl_library = lk.kl_lognormal(l_mean, l_log_var, *library_prior)
             log_prior_noise = x.new_zeros(())
+            info_ij = lk.nb_fisher_info(mu.detach(), f.detach(), torch.exp(self.log_phi.detach()))
+            info = (sample_weight * info_ij.mean(-1)).sum() / sample_weight.sum()
 
         p_star, lambda_star = e_step(self.W.detach(), self.eta, lambda0, lambda1)
         # One call covers W^(S) and every W^(m): the terms are per column, each column has its own η_k.
@@ -271,5 +275,6 @@ class MSSVAEModule(nn.Module):
             kl_library=(w * kl_library).sum().detach() / n_total,
             log_prior_masks=log_prior_masks.detach() / n_total,
             log_prior_noise=log_prior_noise.detach() / n_total,
+            fisher_info=info,
         )
         return terms, p_star

@@ -17,6 +17,9 @@ import torch
 from .module import MSSVAEModule
 from .spike_slab import Lambda0Schedule, m_step_eta
 
+# Smoothing of the running Fisher information that sets a calibrated prior weight (~100 steps).
+INFO_DECAY = 0.99
+
 
 class TrainingDivergedError(FloatingPointError):
     """Raised when the loss becomes NaN/inf; the module keeps the last finite parameters."""
@@ -32,7 +35,8 @@ class TrainingConfig:
     schedule: Lambda0Schedule
     a: float
     b: float
-    prior_weight: float
+    prior_weight: float | None        # fixed weight of the spike-and-slab terms, or None: calibrated
+    prior_scale: float                # calibrated weight = prior_scale · N · (running mean Fisher information)
     noise_prior: tuple[float, float] | None
     library_prior: tuple[float, float] | None
     chunk_size: int | None
@@ -89,9 +93,17 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     device = X.device
     sampler = BalancedBatches(study.cpu().numpy(), cfg.batch_size, generator)
     weight = torch.as_tensor(sampler.weight, dtype=X.dtype, device=device)
-    others = [p for n, p in module.named_parameters() if n != "W"]
-    optim = torch.optim.Adam([{"params": [module.W], "lr": cfg.lr_W}, {"params": others, "lr": cfg.lr}])
+    # The NB inverse dispersions move with W's learning rate: φ starts by moments, which mix the
+    # signal into the dispersion (φ ≈ 0.3 where the noise has φ ≈ 50), and at the network rate
+    # log φ moves ~0.001 per step, so the likelihood stayed flat and the calibrated prior weight,
+    # which follows its information, stayed low for the whole fit (README).
+    fast = {"W", "log_phi"}
+    others = [p for n, p in module.named_parameters() if n not in fast]
+    fast_params = [p for n, p in module.named_parameters() if n in fast]
+    optim = torch.optim.Adam([{"params": fast_params, "lr": cfg.lr_W}, {"params": others, "lr": cfg.lr}])
     result = TrainingResult()
+    prior_weight = cfg.prior_weight
+    info_ema = _probe_information(module, X, study, sampler, weight, cfg) if prior_weight is None else None
     last_good = copy.deepcopy(module.state_dict())
 
     iterator = range(cfg.max_epochs)
@@ -106,10 +118,15 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             sums: dict[str, float] = {}
             for step in range(sampler.steps_per_epoch):
                 idx = torch.as_tensor(sampler.next(), device=device)
+                if cfg.prior_weight is None:
+                    prior_weight = cfg.prior_scale * sampler.n_total * info_ema
                 terms, p_star = module.loss(
                     X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
-                    cfg.prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
+                    prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                 )
+                info = float(terms.fisher_info)
+                if cfg.prior_weight is None and math.isfinite(info):
+                    info_ema = INFO_DECAY * info_ema + (1.0 - INFO_DECAY) * info
                 loss = terms.loss
                 if cfg.fault_injection is not None and cfg.fault_injection(epoch, step):
                     loss = loss * float("nan")
@@ -133,7 +150,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 for k, v in vars(terms).items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
             record = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
-            record.update(epoch=epoch, lambda0=lambda0, **_active_counts(module))
+            record.update(epoch=epoch, lambda0=lambda0, prior_weight=prior_weight, **_active_counts(module))
             result.history.append(record)
             last_good = copy.deepcopy(module.state_dict())
             if cfg.progress:
@@ -150,6 +167,17 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         )
     module.eval()
     return result
+
+
+def _probe_information(module, X, study, sampler, weight, cfg) -> float:
+    """Mean Fisher information per data entry at the starting parameters (one batch, no update)."""
+    idx = torch.as_tensor(np.concatenate([np.resize(g, sampler.per_study) for g in sampler.groups]), device=X.device)
+    module.eval()
+    with torch.no_grad():
+        terms, _ = module.loss(X[idx], study[idx], weight, sampler.n_total, 1.0, cfg.lambda1, cfg.a, cfg.b,
+                               0.0, cfg.noise_prior, cfg.library_prior, cfg.chunk_size)
+    module.train()
+    return float(terms.fisher_info)
 
 
 def _active_counts(module: MSSVAEModule, threshold: float = 0.5) -> dict:
