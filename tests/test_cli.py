@@ -127,6 +127,12 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     assert_clean_error(res, "stop here")
     assert seen == {"max_epochs": 2, "verbose": False, "study_key": "study", "layer": None}
     assert not (tmp_path / "out").exists()  # nothing created when the fit fails
+    seen.clear()
+    run("fit", csv_file, "--prior-weight", "Calibrated", "--prior-scale", "0.01", "-o", tmp_path / "out")
+    assert seen["prior_weight"] == "calibrated" and seen["prior_scale"] == 0.01
+    seen.clear()
+    run("fit", csv_file, "--prior-weight", "4", "-o", tmp_path / "out")
+    assert seen["prior_weight"] == 4.0
 
 
 def _bad_inputs(tmp_path):
@@ -161,6 +167,8 @@ def _bad_inputs(tmp_path):
     (["ok.csv", "--hidden", "5"], "--hidden"),
     (["ok.csv", "--epochs", "0"], "--epochs"),
     (["ok.csv", "--device", "nonsense"], "--device"),
+    (["ok.csv", "--prior-weight", "strong"], "--prior-weight"),
+    (["ok.csv", "--prior-weight", "-1"], "--prior-weight"),
 ])
 def test_fit_bad_input_is_a_one_line_error(tmp_path, args, fragment):
     _bad_inputs(tmp_path)

@@ -51,6 +51,23 @@ class _IntPair(click.ParamType):
         return parts
 
 
+class _PriorWeight(click.ParamType):
+    """"auto" | "fixed" | "calibrated" | a positive number."""
+
+    name = "auto|fixed|calibrated|FLOAT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or str(value).lower() in ("auto", "fixed", "calibrated"):
+            return value if isinstance(value, float) else str(value).lower()
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number > 0 or number == float("inf"):
+            self.fail(f"{value!r} is not auto, fixed, calibrated or a positive number", param, ctx)
+        return number
+
+
 class _NSpecific(click.ParamType):
     """"5" → 5 (every study), "a=3,b=2" → {"a": 3, "b": 2}."""
 
@@ -234,8 +251,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate of the networks.")
 @click.option("--lr-w", "lr_W", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate of the masks W.")
-@click.option("--prior-weight", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Fixed weight of the spike-and-slab log-prior (default: auto, calibrated to the likelihood).")
+@click.option("--prior-weight", type=_PriorWeight(), default=None,
+              help="Weight of the spike-and-slab log-prior: a number, fixed (N/300), calibrated (to the "
+                   "likelihood's Fisher information) or auto (default: fixed for gaussian, calibrated for nb).")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Constant of the auto prior weight, prior_scale * N * Fisher information (default 1e-3).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")

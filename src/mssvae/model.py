@@ -121,7 +121,7 @@ class MSSVAE(BaseEstimator):
     history_ : pandas.DataFrame, one row per epoch: the loss and each term, λ0, active columns
     factor_kl_ : ndarray (K_S + Σ K_m,), mean KL of each factor's posterior from its prior, in
         nats, over the samples that own it; ≈ 0 for factors the model does not use
-    prior_weight_ : float, the prior weight used;  device_ : str;  converged_ : bool
+    prior_weight_ : float, the prior weight at the last step;  device_ : str;  converged_ : bool
     module_ : the fitted torch module
     """
 
