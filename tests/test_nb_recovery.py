@@ -48,3 +48,12 @@ def test_calibrated_prior_weight_follows_the_likelihood_information(nb_fit):
     # φ is learnt from its moment start, so the information (and the weight) rises
     assert h["prior_weight"].iloc[-1] > 2 * h["prior_weight"].iloc[0]
     assert model.prior_weight_ == h["prior_weight"].iloc[-1]
+
+
+def test_nb_model_reloads_with_its_normalized_decoder(nb_fit, tmp_path):
+    sim, model = nb_fit
+    assert model.module_.decoder.normalized  # the NB default (README)
+    model.save(tmp_path / "fit")
+    again = MSSVAE.load(tmp_path / "fit")
+    assert again.module_.decoder.normalized
+    assert np.allclose(again.transform(sim.X, sim.study), model.transform(sim.X, sim.study))
