@@ -279,3 +279,47 @@ def test_help_and_version():
         assert cmd in res.output
     assert "--n-per-study" not in ok(run("demo", "--help")).output  # test-only options stay hidden
     assert "0.1.0" in ok(run("--version")).output
+
+
+def _counts_table(tmp_path, n_genes=60, n_per_group=8):
+    """GEO layout: genes x samples counts with a gene_id column, and a sample sheet."""
+    rng = np.random.default_rng(0)
+    samples = [f"S{i}" for i in range(2 * n_per_group)]
+    X = rng.negative_binomial(5, 5 / (5 + rng.uniform(20, 400, size=n_genes)), size=(len(samples), n_genes))
+    X[0] //= 100  # one shallow sample for the depth filter
+    counts = pd.DataFrame(X.T, index=[f"ENSG{j:011d}.1" for j in range(n_genes)], columns=samples)
+    counts.index.name = "gene_id"
+    counts.to_csv(tmp_path / "counts.csv.gz")
+    sheet = pd.DataFrame({"sample": samples[::-1], "group": ["a", "b"] * n_per_group})
+    sheet.to_csv(tmp_path / "samples.csv", index=False)
+    return counts, sheet
+
+
+def test_preprocess_counts_table_with_sample_sheet(tmp_path):
+    pytest.importorskip("scanpy")
+    counts, sheet = _counts_table(tmp_path)
+    out = tmp_path / "prep.h5ad"
+    res = run("preprocess", tmp_path / "counts.csv.gz", "--samples", tmp_path / "samples.csv", "--study-key",
+              "group", "--min-total-log", 8, "--n-top-genes", 20, "-o", out)
+    assert res.exit_code == 0, res.output
+    a = ad.read_h5ad(out)
+    assert a.n_vars == 20 and "S0" not in a.obs_names and a.n_obs == len(sheet) - 1
+    # the sheet's rows were matched to the counts columns by name, not by order
+    assert (a.obs.loc["S3", "group"] == sheet.set_index("sample").loc["S3", "group"])
+    assert np.array_equal(a[["S5"]].X.ravel(), counts.loc[a.var_names, "S5"].to_numpy())
+    report = pd.read_csv(tmp_path / "prep_report.csv")
+    assert report["removed_samples"].sum() == 1 and report["genes_after"].iloc[-1] == 20
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ([], "needs --samples"),
+    (["--samples", "bad_samples.csv"], "are not columns of"),
+    (["--samples", "samples.csv", "--study-key", "disease"], "disease"),
+])
+def test_preprocess_bad_input_is_a_one_line_error(tmp_path, extra, fragment):
+    _counts_table(tmp_path)
+    pd.DataFrame({"sample": ["nope", "S1"], "group": ["a", "b"]}).to_csv(tmp_path / "bad_samples.csv", index=False)
+    extra = [str(tmp_path / e) if e.endswith(".csv") else e for e in extra]
+    res = run("preprocess", tmp_path / "counts.csv.gz", *extra, "-o", tmp_path / "prep.h5ad")
+    assert_clean_error(res, fragment)
+    assert not (tmp_path / "prep.h5ad").exists()

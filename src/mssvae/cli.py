@@ -316,6 +316,71 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     click.echo(f"wrote {output_dir}/: {', '.join(written)}")
 
 
+@main.command(short_help="Filter raw counts as in the paper's App. C.4 and keep the top genes.")
+@click.argument("input", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--samples", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Sample sheet (CSV/TSV) when INPUT is a genes x samples counts table (GEO layout).")
+@click.option("--sample-column", default="sample", show_default=True,
+              help="Column of --samples naming the counts columns (else rows are matched by order).")
+@click.option("--study-key", default="study", show_default=True, help="Study (group) column.")
+@click.option("--layer", default=None, help="h5ad layer holding the raw counts instead of X.")
+@click.option("--min-total-log", type=float, default=12.5, show_default=True,
+              help="Drop samples with total counts below exp(this).")
+@click.option("--min-gene-counts", type=click.FloatRange(min=0), default=25, show_default=True,
+              help="Keep genes with at least this many counts in total.")
+@click.option("--min-cpm", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="... and CPM above this in at least --min-cpm-fraction of the samples.")
+@click.option("--min-cpm-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True)
+@click.option("--n-top-genes", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Genes kept by Pearson residuals of an NB offset model (scanpy).")
+@click.option("--id-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Two-column table Ensembl id -> symbol; var names become symbols (ids kept in var).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output .h5ad (raw counts of the kept samples x genes); the report is written beside it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def preprocess(input, samples, sample_column, study_key, layer, min_total_log, min_gene_counts, min_cpm,
+               min_cpm_fraction, n_top_genes, id_map, output, overwrite):
+    """Preprocess raw counts for the NB model (App. C.4): depth, count and CPM filters, then the
+    top genes by Pearson residuals.  INPUT is an .h5ad, or a counts table with --samples.
+
+    Writes OUTPUT (.h5ad, raw counts) and OUTPUT's name with _report.csv (samples and genes
+    removed by each step), and prints the report.
+    """
+    import anndata as ad
+
+    from .io import read_counts_table
+    from .preprocess import map_gene_ids, preprocess_counts, read_id_map
+
+    report_path = output.with_name(output.stem + "_report.csv")
+    for p in (output, report_path):
+        if p.exists() and not overwrite:
+            raise click.ClickException(f"{p} exists; pass --overwrite to replace it")
+    if not input.is_file():
+        raise click.ClickException(f"input file {input} does not exist")
+    try:
+        if input.suffix == ".h5ad":
+            adata = ad.read_h5ad(input)
+        elif samples is None:
+            raise ValueError("a counts table needs --samples (the sample sheet with the study column)")
+        else:
+            adata = read_counts_table(input, samples, sample_column)
+    except _READ_ERRORS as err:
+        raise _fail(err, f"cannot read {input}: ") from None
+    try:
+        out, report = preprocess_counts(adata, study_key, layer=layer, min_total_log=min_total_log,
+                                        min_gene_counts=min_gene_counts, min_cpm=min_cpm,
+                                        min_cpm_fraction=min_cpm_fraction, n_top_genes=n_top_genes)
+        if id_map is not None:
+            out = map_gene_ids(out, read_id_map(id_map))
+    except (ValueError, TypeError, ImportError) as err:
+        raise _fail(err) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    out.write_h5ad(output)
+    report.to_csv(report_path, index=False)
+    click.echo(report.to_string(index=False))
+    click.echo(f"wrote {output} ({out.n_obs} samples x {out.n_vars} genes) and {report_path}")
+
+
 @main.command(short_help="Write simulated data (§4.1 or §4.2) with its truth to .h5ad.")
 @click.option("--kind", type=click.Choice(["gaussian", "rnaseq"], case_sensitive=False), default="gaussian",
               show_default=True, help="gaussian: §4.1 nonlinear factor data; rnaseq: §4.2 synthetic bulk counts.")

@@ -116,3 +116,45 @@ def read_input(path, study_key: str):
                                                                          index=df.index.astype(str)))
     adata.var_names = df.columns.astype(str)
     return adata
+
+
+def read_counts_table(counts_path, samples_path, sample_column: str = "sample"):
+    """Read a genes × samples counts table (GEO layout) and its sample sheet into an AnnData.
+
+    counts_path : CSV/TSV (optionally .gz) whose first column holds gene ids and whose other columns
+        are samples.  samples_path : CSV/TSV with one row per sample; ``sample_column`` names the
+        counts columns (when the sheet has no such column, rows are matched to the counts columns
+        by order).  Returns AnnData (n_samples, n_genes) with the sheet as ``obs``.  Plain text
+        only: nothing in the files is executed.
+    """
+    import anndata as ad
+
+    def sep_of(p: Path) -> str:
+        return "\t" if p.name.endswith((".tsv", ".txt", ".tsv.gz", ".txt.gz")) else ","
+
+    counts_path, samples_path = Path(counts_path), Path(samples_path)
+    for p, what in ((counts_path, "counts file"), (samples_path, "sample sheet")):
+        if not p.is_file():
+            raise ValueError(f"{what} {p} does not exist")
+    counts = pd.read_csv(counts_path, sep=sep_of(counts_path), index_col=0)
+    sheet = pd.read_csv(samples_path, sep=sep_of(samples_path))
+    non_numeric = [c for c in counts.columns if not pd.api.types.is_numeric_dtype(counts[c])]
+    if non_numeric:
+        raise ValueError(f"{counts_path}: sample columns must be numeric counts; non-numeric: {non_numeric[:5]}")
+    if sample_column in sheet.columns:
+        names = sheet[sample_column].astype(str)
+        missing = sorted(set(names) - set(counts.columns.astype(str)))
+        if missing:
+            raise ValueError(f"{len(missing)} sample(s) of {samples_path} are not columns of {counts_path}: "
+                             f"{missing[:5]}")
+        counts = counts.loc[:, names.to_numpy()]
+        sheet = sheet.set_index(names.to_numpy())
+    elif len(sheet) == counts.shape[1]:
+        sheet.index = counts.columns.astype(str)
+    else:
+        raise ValueError(f"{samples_path} has no {sample_column!r} column and {len(sheet)} rows for "
+                         f"{counts.shape[1]} samples in {counts_path}")
+    sheet.index = sheet.index.astype(str)
+    adata = ad.AnnData(X=counts.to_numpy().T, obs=sheet)
+    adata.var_names = counts.index.astype(str)
+    return adata
