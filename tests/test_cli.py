@@ -323,3 +323,32 @@ def test_preprocess_bad_input_is_a_one_line_error(tmp_path, extra, fragment):
     res = run("preprocess", tmp_path / "counts.csv.gz", *extra, "-o", tmp_path / "prep.h5ad")
     assert_clean_error(res, fragment)
     assert not (tmp_path / "prep.h5ad").exists()
+
+
+def test_enrich_finds_the_planted_modules_and_not_unrelated_terms(fitted_blocks, tmp_path):
+    # The toy fit has shared modules on features 0-9 and 10-19 and study modules on 20-29 / 30-39.
+    model = fitted_blocks
+    model.save(tmp_path / "model")
+    names = list(model.feature_names_in_)
+    (tmp_path / "terms.gmt").write_text(
+        "PLANTED_SHARED_A\tx\t" + "\t".join(names[0:10]) + "\n"
+        "PLANTED_S0\tx\t" + "\t".join(names[20:30]) + "\n"
+        "UNRELATED\tx\t" + "\t".join(names[5:40:4]) + "\n"
+    )
+    res = run("enrich", tmp_path / "model", "--gmt", tmp_path / "terms.gmt", "--min-term-size", 5,
+              "-o", tmp_path / "enr")
+    assert res.exit_code == 0, res.output
+    enr = pd.read_csv(tmp_path / "enr" / "enrichment.csv")
+    significant = set(enr.loc[enr["significant"], "term"])
+    assert {"PLANTED_SHARED_A", "PLANTED_S0"} <= significant
+    assert "UNRELATED" not in significant
+    sets = pd.read_csv(tmp_path / "enr" / "gene_sets.csv")
+    assert {"block", "factor", "gene", "weight", "inclusion"} <= set(sets.columns)
+    assert (tmp_path / "enr" / "gene_sets.gmt").read_text().count("\n") == sets["factor"].nunique()
+
+
+def test_enrich_with_foreign_gene_ids_is_a_one_line_error(fitted_blocks, tmp_path):
+    fitted_blocks.save(tmp_path / "model")
+    (tmp_path / "terms.gmt").write_text("T\tx\t" + "\t".join(f"ENSG{i}" for i in range(20)) + "\n")
+    res = run("enrich", tmp_path / "model", "--gmt", tmp_path / "terms.gmt", "-o", tmp_path / "enr")
+    assert_clean_error(res, "identifiers probably differ")
