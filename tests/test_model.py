@@ -170,3 +170,18 @@ def test_factor_kl_marks_the_factors_in_use(fitted_blocks):
     inactive = [k for k in range(5) if k not in active]
     # the factors with support carry information; switched-off ones sit at the prior
     assert min(kl[k] for k in active) > 0.5 and max(kl[k] for k in inactive) < 0.1
+
+
+def test_variance_explained_credits_the_factors_that_carry_the_blocks(fitted_blocks, blocks):
+    X, study, _, _ = blocks
+    ve = fitted_blocks.variance_explained(X, study)
+    assert list(ve.columns) == ["s0", "s1"] and ve.index[-1] == "total"
+    assert (ve.loc["total"] > 0.5).all()  # 4 blocks of 10 features with loading 3 and noise sd 0.5
+    S = support(fitted_blocks.W_shared_)
+    active = [n for n, a in zip(fitted_blocks.factor_names_, S.any(0)) if a]
+    inactive = [n for n, a in zip(fitted_blocks.factor_names_, S.any(0)) if not a]
+    assert (ve.loc[active] > 0.05).all().all()  # each shared block is ~1/4 of either study's variance
+    assert (ve.loc[inactive].abs() < 0.02).all().all()
+    # a study's own factor explains nothing in the other study (its latent is 0 there)
+    own = [n for n in fitted_blocks.factor_names_ if n.startswith("s0")]
+    assert (ve.loc[own, "s1"].abs() < 1e-9).all()

@@ -57,3 +57,13 @@ def test_nb_model_reloads_with_its_normalized_decoder(nb_fit, tmp_path):
     again = MSSVAE.load(tmp_path / "fit")
     assert again.module_.decoder.normalized
     assert np.allclose(again.transform(sim.X, sim.study), model.transform(sim.X, sim.study))
+
+
+def test_nb_variance_explained_on_log_normalised_counts(nb_fit):
+    sim, model = nb_fit
+    ve = model.variance_explained(sim.X, sim.study)
+    assert ((ve.loc["total"] > 0.2) & (ve.loc["total"] <= 1.0)).all(), ve.loc["total"]
+    # the largest share in each study belongs to a factor with a non-empty gene set
+    S = np.hstack([support(model.W_shared_), *[support(W) for W in model.W_specific_.values()]])
+    for study in ve.columns:
+        assert S[:, list(model.factor_names_).index(ve[study].iloc[:-1].idxmax())].any()
