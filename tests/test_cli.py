@@ -352,3 +352,10 @@ def test_enrich_with_foreign_gene_ids_is_a_one_line_error(fitted_blocks, tmp_pat
     (tmp_path / "terms.gmt").write_text("T\tx\t" + "\t".join(f"ENSG{i}" for i in range(20)) + "\n")
     res = run("enrich", tmp_path / "model", "--gmt", tmp_path / "terms.gmt", "-o", tmp_path / "enr")
     assert_clean_error(res, "identifiers probably differ")
+
+
+def test_enrich_defaults_to_the_shipped_go_bp_collection(fitted_blocks, tmp_path):
+    # The toy's features are not gene symbols, so the shipped GO BP collection cannot match them.
+    fitted_blocks.save(tmp_path / "model")
+    res = run("enrich", tmp_path / "model", "-o", tmp_path / "enr")
+    assert_clean_error(res, "identifiers probably differ")

@@ -247,3 +247,21 @@ def test_top_terms_keeps_n_best_by_fold():
     rows = [("f0", f"T{i}", float(i), True) for i in range(4)] + [("f1", "T9", 1.0, False)]
     top = top_terms(result_table(rows), n=2, max_term_share=None)
     assert top[["term", "rank"]].values.tolist() == [["T3", 1], ["T2", 2]]
+
+
+def test_builtin_go_bp_collection_is_shipped_intact_and_offline():
+    import hashlib
+    import json
+    from importlib.resources import files
+
+    from mssvae.enrichment import load_builtin
+
+    data = files("mssvae") / "data"
+    meta = json.loads((data / "go_bp_2023.json").read_text())
+    assert hashlib.sha256((data / "go_bp_2023.gmt.gz").read_bytes()).hexdigest() == meta["output_sha256"]
+    go = load_builtin("go_bp")
+    assert len(go) == meta["terms_kept"] == 3623
+    assert all(10 <= len(v) <= 500 for v in go.values())
+    assert "ITGB3" in go["Platelet Aggregation (GO:0070527)"]
+    with pytest.raises(ValueError, match="available"):
+        load_builtin("kegg")

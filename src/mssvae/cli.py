@@ -386,8 +386,9 @@ ENRICH_OUTPUTS = ("gene_sets.csv", "gene_sets.gmt", "enrichment.csv", "enrichmen
 
 @main.command(short_help="Gene sets of a fitted model's factors and their over-representation in a GMT collection.")
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--gmt", "gmt_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Gene-set collection (GMT, plain or .gz; MSigDB, Enrichr or GO layouts), same gene ids as the fit.")
+@click.option("--gmt", "gmt_path", default="go_bp", show_default=True,
+              help="Gene-set collection: a GMT file (plain or .gz; MSigDB, Enrichr or GO layouts) with the fit's "
+                   "gene ids, or go_bp, the GO Biological Process 2023 collection shipped with mssvae (human symbols).")
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
               help="Gene g is in factor k's set iff |W_gk| > threshold (§5).")
 @click.option("--min-term-size", type=click.IntRange(min=1), default=10, show_default=True)
@@ -404,7 +405,8 @@ def enrich(model_dir, gmt_path, threshold, min_term_size, max_term_size, fdr, ou
 
     Writes gene_sets.csv (block, factor, gene, weight, p*), gene_sets.gmt, enrichment.csv (every
     tested pair), enrichment_summary.csv (share of gene sets with a significant term, per block)
-    and top_terms.csv.  Nothing is downloaded: the collection is the file you give.
+    and top_terms.csv.  Nothing is downloaded: the collection is the file you give or the one
+    shipped in the package.
     """
     from . import enrichment as en
     from .model import MSSVAE
@@ -415,7 +417,7 @@ def enrich(model_dir, gmt_path, threshold, min_term_size, max_term_size, fdr, ou
     except _READ_ERRORS as err:
         raise _fail(err, f"cannot load the model in {model_dir}: ") from None
     try:
-        collection = en.read_gmt(gmt_path)
+        collection = en.load_builtin(gmt_path) if gmt_path in en.BUILTIN_COLLECTIONS else en.read_gmt(gmt_path)
         table = en.gene_sets_from_model(model, threshold=threshold, return_table=True)
         sets = en.gene_sets_from_table(table)
         res = en.enrich(sets, collection, background=list(model.feature_names_in_), min_term_size=min_term_size,

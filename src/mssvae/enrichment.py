@@ -40,6 +40,7 @@ __all__ = [
     "factor_gene_sets",
     "gene_sets_from_model",
     "gene_sets_from_table",
+    "load_builtin",
     "read_gmt",
     "top_terms",
     "write_gmt",
@@ -148,6 +149,24 @@ def read_gmt(path, min_size: int | None = None, max_size: int | None = None) -> 
         hi = np.inf if max_size is None else max_size
         sets = {k: v for k, v in sets.items() if lo <= len(v) <= hi}
     return sets
+
+
+BUILTIN_COLLECTIONS = {"go_bp": "go_bp_2023"}
+
+
+def load_builtin(name: str = "go_bp") -> dict[str, list[str]]:
+    """A gene-set collection shipped in the package (offline), e.g. ``"go_bp"``.
+
+    ``go_bp``: GO Biological Process 2023 (Enrichr's library; human gene symbols; GO is CC BY 4.0),
+    terms of 10-500 genes (3,623 terms).  Rebuilt from the package registry by
+    ``scripts/build_go_bp.py``; provenance in ``mssvae/data/go_bp_2023.json``.
+    """
+    from importlib.resources import as_file, files
+
+    if name not in BUILTIN_COLLECTIONS:
+        raise ValueError(f"unknown built-in collection {name!r}; available: {sorted(BUILTIN_COLLECTIONS)}")
+    with as_file(files("mssvae") / "data" / f"{BUILTIN_COLLECTIONS[name]}.gmt.gz") as path:
+        return read_gmt(path)
 
 
 def write_gmt(gene_sets: Mapping[str, Iterable[str]], path, descriptions: Mapping[str, str] | None = None) -> None:
