@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import warnings
@@ -15,12 +16,14 @@ import torch
 from sklearn.base import BaseEstimator
 
 from . import _validation as val
+from . import checkpoint as ckpt
 from . import likelihoods as lk
 from .module import MSSVAEModule
 from .spike_slab import Lambda0Schedule, e_step
 from .training import TrainingConfig, TrainingDivergedError, train
 
 FORMAT_VERSION = 1
+logger = logging.getLogger("mssvae")
 # prior_weight="auto" means "fixed" for Gaussian data and "calibrated" for counts (README,
 # "Prior/likelihood balance"; numbers in benchmarks/README.md).
 # "fixed" is N / 300: on the §4.1 simulation (N = 3000) a weight of 10 gave the best recovery of
@@ -209,7 +212,7 @@ class MSSVAE(BaseEstimator):
                 from None
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, study, feature_names=None):
+    def fit(self, X, study, feature_names=None, checkpoint_dir=None, checkpoint_every: int = 10):
         """Fit the model.
 
         Parameters
@@ -220,6 +223,14 @@ class MSSVAE(BaseEstimator):
             Study (group) label of each sample; at least 2 studies with ≥ 2 samples each.
         feature_names : sequence of str, optional
             Defaults to the columns of a DataFrame X, else "feature_0", ….
+        checkpoint_dir : path, optional
+            Write a checkpoint (``checkpoint.safetensors``) there every ``checkpoint_every`` epochs
+            and at the end.  When the folder already holds a checkpoint of this data and these
+            settings, training resumes from it (and logs so on the "mssvae" logger); on CPU the
+            result is bit-for-bit that of an uninterrupted fit.  A checkpoint of other data or
+            settings is refused with a ValueError.
+        checkpoint_every : int
+            Epochs between checkpoints (the last epoch is always written).
 
         Returns
         -------
@@ -239,6 +250,9 @@ class MSSVAE(BaseEstimator):
         feature_names = np.asarray(feature_names).astype(str)
         if feature_names.shape != (G,):
             raise ValueError(f"`feature_names` must have {G} entries; got shape {feature_names.shape}")
+        if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
+                or checkpoint_every < 1:
+            raise ValueError(f"`checkpoint_every` must be a positive integer; got {checkpoint_every!r}")
 
         self.studies_ = labels
         self.n_features_in_ = G
@@ -268,8 +282,12 @@ class MSSVAE(BaseEstimator):
             gen = torch.Generator().manual_seed(seed)
             Xt = torch.as_tensor(X, device=device)
             st = torch.as_tensor(codes, device=device)
+            resume, on_epoch_end = None, None
+            if checkpoint_dir is not None:
+                resume, on_epoch_end = self._checkpointing(checkpoint_dir, int(checkpoint_every), X, codes,
+                                                           s["max_epochs"])
             try:
-                result = train(module, Xt, st, cfg, gen)
+                result = train(module, Xt, st, cfg, gen, resume=resume, on_epoch_end=on_epoch_end)
             except TrainingDivergedError as err:
                 self.converged_ = False
                 self.history_ = pd.DataFrame(err.history)
@@ -283,6 +301,25 @@ class MSSVAE(BaseEstimator):
         self.factor_kl_ = self._factor_kl(Xt, st)
         self._warn_hidden_factors()
         return self
+
+    def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int):
+        """(resume state or None, epoch-end callback) for ``fit(checkpoint_dir=...)``."""
+        data_sha = ckpt.data_fingerprint(X, codes, self.studies_, self.feature_names_in_)
+        # Everything that changes the arithmetic: the hyperparameters and the device kind (RNG streams differ).
+        params = {k: v for k, v in self.get_params().items() if k not in ("verbose", "device")}
+        settings = json.loads(json.dumps(_jsonable(dict(params, device=self.device_.split(":")[0]))))
+        found = ckpt.load(checkpoint_dir)
+        if found is not None:
+            ckpt.check_matches(Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE, found[1], data_sha, settings)
+            logger.warning("resuming from checkpoint %s after epoch %d of %d",
+                           Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE, found[1]["epochs_done"], max_epochs)
+
+        def on_epoch_end(epoch: int, state) -> None:
+            if (epoch + 1) % every == 0 or epoch + 1 == max_epochs:
+                tensors, meta = state()
+                ckpt.save(checkpoint_dir, tensors, dict(meta, data_sha256=data_sha, settings=settings))
+
+        return found, on_epoch_end
 
     @torch.no_grad()
     def _factor_kl(self, Xt: torch.Tensor, st: torch.Tensor, batch_size: int = 4096) -> np.ndarray:

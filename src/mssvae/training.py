@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,8 +89,15 @@ class BalancedBatches:
 
 
 def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: TrainingConfig,
-          generator: torch.Generator) -> TrainingResult:
-    """Fit ``module`` in place on X (N, G) with study codes (N,) (both already on the device)."""
+          generator: torch.Generator, resume: tuple[dict, dict] | None = None,
+          on_epoch_end: Callable[[int, Callable[[], tuple[dict, dict]]], None] | None = None) -> TrainingResult:
+    """Fit ``module`` in place on X (N, G) with study codes (N,) (both already on the device).
+
+    ``resume``: (tensors, meta) of :func:`training_state` at the end of an earlier epoch; training
+    continues from the next epoch exactly as if it had not stopped.  ``on_epoch_end(epoch, state)``
+    is called after each completed epoch with a function that returns that state (built only when
+    called, so a caller that checkpoints every k epochs pays for it every k epochs).
+    """
     device = X.device
     sampler = BalancedBatches(study.cpu().numpy(), cfg.batch_size, generator)
     weight = torch.as_tensor(sampler.weight, dtype=X.dtype, device=device)
@@ -103,14 +111,23 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     optim = torch.optim.Adam([{"params": fast_params, "lr": cfg.lr_W}, {"params": others, "lr": cfg.lr}])
     result = TrainingResult()
     prior_weight = cfg.prior_weight
-    info_ema = _probe_information(module, X, study, sampler, weight, cfg) if prior_weight is None else None
+    start = 0
+    if resume is not None:
+        start, info_ema, prior_weight = _restore(resume, module, optim, sampler, generator, result)
+    elif prior_weight is None:
+        info_ema = _probe_information(module, X, study, sampler, weight, cfg)
+    else:
+        info_ema = None
     last_good = copy.deepcopy(module.state_dict())
 
-    iterator = range(cfg.max_epochs)
+    def state(epoch: int) -> tuple[dict, dict]:
+        return training_state(module, optim, sampler, generator, epoch, info_ema, prior_weight, result.history)
+
+    iterator = range(start, cfg.max_epochs)
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, desc="MSSVAE", unit="epoch")
+        iterator = tqdm(iterator, desc="MSSVAE", unit="epoch", initial=start, total=cfg.max_epochs)
     module.train()
     try:
         for epoch in iterator:
@@ -155,6 +172,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             last_good = copy.deepcopy(module.state_dict())
             if cfg.progress:
                 iterator.set_postfix(loss=f"{record['loss']:.3g}", K_S=record["active_shared"])
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, lambda e=epoch: state(e + 1))
     except KeyboardInterrupt:
         module.load_state_dict(last_good)
         result.converged = False
@@ -167,6 +186,51 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         )
     module.eval()
     return result
+
+
+def training_state(module, optim, sampler, generator, epochs_done, info_ema, prior_weight, history):
+    """Everything the loop needs to continue after ``epochs_done`` epochs: (tensors, JSON-able meta).
+
+    Tensors: the module's parameters and buffers (η is a buffer; p* and λ* are recomputed from W
+    and η at every step, so the E-step needs nothing more), Adam's moments and step counts, the
+    global torch RNG (reparameterisation draws), the sampler's generator and its per-study queues.
+    The λ0 annealing position is the epoch itself.
+    """
+    tensors = {f"module.{k}": v for k, v in module.state_dict().items()}
+    for i, st in optim.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.sampler"] = generator.get_state()
+    if module.W.is_cuda:
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(module.W.device)
+    for s, q in enumerate(sampler._queues):
+        tensors[f"sampler.queue.{s}"] = torch.as_tensor(q, dtype=torch.int64)
+    meta = dict(epochs_done=int(epochs_done), info_ema=info_ema, prior_weight=prior_weight,
+                history=history)
+    return tensors, meta
+
+
+def _restore(resume, module, optim, sampler, generator, result) -> tuple[int, float | None, float | None]:
+    tensors, meta = resume
+    device = module.W.device
+    module.load_state_dict({k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")})
+    opt_state = optim.state_dict()
+    restored: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            # Adam keeps `step` on the CPU unless capturable; everything else lives with its parameter.
+            restored.setdefault(int(i), {})[name] = v if name == "step" else v.to(device)
+    opt_state["state"] = restored
+    optim.load_state_dict(opt_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.sampler"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    sampler._queues = [tensors[f"sampler.queue.{s}"].numpy() for s in range(len(sampler.groups))]
+    result.history = list(meta["history"])
+    return int(meta["epochs_done"]), meta["info_ema"], meta["prior_weight"]
 
 
 def _probe_information(module, X, study, sampler, weight, cfg) -> float:

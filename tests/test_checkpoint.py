@@ -1,0 +1,173 @@
+"""Trust in files and long runs: checkpoints that resume exactly, refuse foreign state, and model
+files that cannot run code when loaded."""
+
+import json
+import logging
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import two_block_data
+from safetensors.torch import load_file
+
+from mssvae import MSSVAE
+from mssvae.checkpoint import CHECKPOINT_FILE
+
+WORKER = Path(__file__).parent / "fit_worker.py"
+EPOCHS = 40
+
+
+def _worker(out, checkpoint_dir, epochs=EPOCHS):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(WORKER), str(out), str(checkpoint_dir), str(epochs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path: Path, proc, timeout=120.0):
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+def _epochs_done(checkpoint_dir: Path) -> int:
+    from mssvae import checkpoint
+
+    return checkpoint.load(checkpoint_dir)[1]["epochs_done"]
+
+
+def test_fit_killed_at_a_random_moment_then_resumed_equals_an_uninterrupted_fit(tmp_path):
+    reference = _worker(tmp_path / "ref", "-")
+    assert reference.wait(timeout=300) == 0, reference.communicate()
+
+    ck = tmp_path / "ck"
+    victim = _worker(tmp_path / "unused", ck)
+    _wait_for(ck / CHECKPOINT_FILE, victim)
+    time.sleep(random.uniform(0.0, 1.0))  # somewhere in the middle of an epoch or of a checkpoint write
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = _epochs_done(ck)
+    assert victim.returncode == -signal.SIGKILL and 1 <= done < EPOCHS, done
+
+    resumed = _worker(tmp_path / "resumed", ck)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming from checkpoint {ck / CHECKPOINT_FILE} after epoch {done} of {EPOCHS}" in err
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in ("ref", "resumed"))
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a), [k for k in a if not (a[k] == b[k]).all()]
+    hist_a = json.loads((tmp_path / "ref" / "model.json").read_text())["history"]
+    hist_b = json.loads((tmp_path / "resumed" / "model.json").read_text())["history"]
+    assert hist_a == hist_b
+
+
+def test_ctrl_c_keeps_the_last_completed_epoch_and_says_not_converged(tmp_path):
+    ck = tmp_path / "ck"
+    proc = _worker(tmp_path / "out", ck, epochs=400)
+    _wait_for(ck / CHECKPOINT_FILE, proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "Training interrupted" in err and out.startswith("not converged")
+    saved = MSSVAE.load(tmp_path / "out")
+    assert not saved.converged_ and 1 <= len(saved.history_) < 400
+    assert np.isfinite(saved.W_shared_).all()
+
+
+def _small(**kw):
+    return MSSVAE(**dict(dict(n_shared=2, n_specific=1, hidden=(8, 8), batch_size=64, max_epochs=6,
+                              random_state=0), **kw))
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    X, study, _, _ = two_block_data(n=60)
+    return X, study
+
+
+def test_a_checkpoint_of_other_data_or_settings_is_refused(small_data, tmp_path):
+    X, study = small_data
+    _small().fit(X, study, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"another fit: the settings differ: max_epochs 6 \(checkpoint\) vs 7"):
+        _small(max_epochs=7).fit(X, study, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="another fit: the data differ"):
+        _small().fit(X * 2, study, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="`checkpoint_every` must be a positive integer"):
+        _small().fit(X, study, checkpoint_dir=tmp_path, checkpoint_every=0)
+
+
+def test_resuming_a_finished_fit_says_so_and_returns_the_same_model(small_data, tmp_path, caplog):
+    X, study = small_data
+    first = _small().fit(X, study, checkpoint_dir=tmp_path, checkpoint_every=4)
+    with caplog.at_level(logging.WARNING, logger="mssvae"):
+        again = _small().fit(X, study, checkpoint_dir=tmp_path)
+    assert "resuming from checkpoint" in caplog.text and "after epoch 6 of 6" in caplog.text
+    assert np.array_equal(first.W_shared_, again.W_shared_) and len(again.history_) == 6
+
+
+class _Hostile:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_corrupted_foreign_or_hostile_checkpoints_are_refused_without_running_them(small_data, tmp_path):
+    X, study = small_data
+    _small().fit(X, study, checkpoint_dir=tmp_path)
+    path = tmp_path / CHECKPOINT_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match="cannot be read"):
+        _small().fit(X, study, checkpoint_dir=tmp_path)
+    flipped = bytearray(data)
+    flipped[-5] ^= 0xFF  # a bit flip inside the tensors: the header still parses
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        _small().fit(X, study, checkpoint_dir=tmp_path)
+    marker = tmp_path / "pwned"
+    path.write_bytes(pickle.dumps(_Hostile(marker)))
+    with pytest.raises(ValueError, match="cannot be read"):
+        _small().fit(X, study, checkpoint_dir=tmp_path)
+    assert not marker.exists()
+
+
+def test_model_files_refuse_hostile_pickles_other_versions_and_other_features(small_data, tmp_path):
+    X, study = small_data
+    model = _small(max_epochs=2).fit(X, study)
+    model.save(tmp_path / "m")
+    meta_path, tensor_path = tmp_path / "m" / "model.json", tmp_path / "m" / "model.safetensors"
+    meta = json.loads(meta_path.read_text())
+
+    with pytest.raises(ValueError, match="`X` has 39 features but the model was fitted on 40"):
+        MSSVAE.load(tmp_path / "m").transform(X[:, :39], study)
+
+    meta_path.write_text(json.dumps(dict(meta, format_version=99)))
+    with pytest.raises(ValueError, match="format version 99"):
+        MSSVAE.load(tmp_path / "m")
+    meta_path.write_text("[1, 2")
+    with pytest.raises(ValueError, match="not valid MSSVAE metadata"):
+        MSSVAE.load(tmp_path / "m")
+
+    # An attacker who controls both files: a pickle with a matching checksum is still never unpickled.
+    marker = tmp_path / "pwned"
+    hostile = pickle.dumps(_Hostile(marker))
+    tensor_path.write_bytes(hostile)
+    import hashlib
+
+    meta_path.write_text(json.dumps(dict(meta, tensors_sha256=hashlib.sha256(hostile).hexdigest())))
+    with pytest.raises(ValueError, match="could not be read"):
+        MSSVAE.load(tmp_path / "m")
+    assert not marker.exists()
