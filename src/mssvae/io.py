@@ -37,7 +37,8 @@ def varm_key(key_added: str, what: str, study) -> str:
 
 
 def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str = "mssvae",
-                model: MSSVAE | None = None, **model_kwargs) -> MSSVAE:
+                model: MSSVAE | None = None, checkpoint_dir=None, checkpoint_every: int = 10,
+                **model_kwargs) -> MSSVAE:
     """Fit an MSSVAE on ``adata`` and write the results into it.
 
     Reads values (or counts, for ``likelihood="nb"``) from ``adata.X`` or ``adata.layers[layer]``
@@ -50,12 +51,14 @@ def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str 
     - ``adata.uns[key_added]``: settings, study labels, factor names, active factors, and the
       per-epoch loss history.
 
+    ``checkpoint_dir``/``checkpoint_every`` are passed to :meth:`MSSVAE.fit` (resumable training).
     Returns the fitted model.
     """
     model = model if model is not None else MSSVAE(**model_kwargs)
     X = _get_matrix(adata, layer)
     study = _get_study(adata, study_key)
-    model.fit(X, study, feature_names=np.asarray(adata.var_names))
+    model.fit(X, study, feature_names=np.asarray(adata.var_names), checkpoint_dir=checkpoint_dir,
+              checkpoint_every=checkpoint_every)
     write_anndata(model, adata, study_key, layer, key_added)
     return model
 

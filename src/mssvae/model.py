@@ -578,8 +578,12 @@ class MSSVAE(BaseEstimator):
             "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
             "tensors_sha256": digest,
         }
+        # Tensors first, then the metadata that vouches for them: a kill in between leaves a folder
+        # that `load` refuses by checksum, never a silently mismatched pair.
         os.replace(tmp, path / "model.safetensors")
-        (path / "model.json").write_text(json.dumps(meta))
+        tmp_meta = path / "model.json.tmp"
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, path / "model.json")
 
     @classmethod
     def load(cls, path, device: str = "cpu") -> MSSVAE:
