@@ -203,13 +203,15 @@ class MSSVAE(BaseEstimator):
         return s
 
     def _resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            return torch.device(self.device)
+            device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
+                                  else "cpu" if self.device == "auto" else self.device)
         except (RuntimeError, TypeError):
             raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or a torch device; got {self.device!r}") \
                 from None
+        if device.type == "cuda" and device.index is None and _rank() is not None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per torchrun process
+        return device
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, study, feature_names=None, checkpoint_dir=None, checkpoint_every: int = 10):
@@ -279,11 +281,18 @@ class MSSVAE(BaseEstimator):
                 chunk_size=self._chunk_size(s, G), progress=bool(self.verbose),
                 fault_injection=getattr(self, "_fault_injection", None),
             )
-            gen = torch.Generator().manual_seed(seed)
+            rank = _rank() or 0
+            if rank:
+                # Data-parallel: each rank draws its own batches and noise (DDP starts every rank
+                # from rank 0's parameters); rank 0 draws exactly what a single process would.
+                torch.manual_seed(seed + 7919 * rank)
+            gen = torch.Generator().manual_seed(seed + 7919 * rank)
             Xt = torch.as_tensor(X, device=device)
             st = torch.as_tensor(codes, device=device)
             resume, on_epoch_end = None, None
             if checkpoint_dir is not None:
+                if _rank() is not None:
+                    raise ValueError("`checkpoint_dir` is not supported in data-parallel (torch.distributed) fits")
                 resume, on_epoch_end = self._checkpointing(checkpoint_dir, int(checkpoint_every), X, codes,
                                                            s["max_epochs"])
             try:
@@ -632,6 +641,12 @@ class MSSVAE(BaseEstimator):
         model.history_ = pd.DataFrame(meta["history"])
         model._set_fitted_attributes()
         return model
+
+
+def _rank() -> int | None:
+    """This process's rank in an initialised torch.distributed group, else None."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else None
 
 
 def _jsonable(obj):

@@ -210,6 +210,10 @@ class MSSVAEModule(nn.Module):
         return F.softplus(out) if self.likelihood == "nb" else out
 
     # ------------------------------------------------------------------ objective
+    def forward(self, *args, **kwargs):
+        """The same as :meth:`loss` (DistributedDataParallel synchronises gradients through forward)."""
+        return self.loss(*args, **kwargs)
+
     def loss(
         self,
         x: torch.Tensor,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import distributed as dist
 
 from .module import MSSVAEModule
 from .spike_slab import Lambda0Schedule, m_step_eta
@@ -61,14 +62,16 @@ class BalancedBatches:
     samples of every study (≥ 2 so each study encoder's batch norm has a batch), taken without
     replacement from a reshuffled cycle of that study's samples, so a small study is reused
     within a batch only when per_study > n_m.  An epoch is ceil(N / batch_size) steps.
+    With ``world_size`` processes each draws per_study = max(2, batch_size // (M · world_size)).
     Each sample of study m carries weight n_m / per_study: the weighted batch sum is an unbiased
     estimate of the N-sample sum of Eq. 2.4.
     """
 
-    def __init__(self, study: np.ndarray, batch_size: int, generator: torch.Generator):
+    def __init__(self, study: np.ndarray, batch_size: int, generator: torch.Generator, world_size: int = 1):
         self.n_total = len(study)
         self.groups = [np.flatnonzero(study == s) for s in range(int(study.max()) + 1)]
-        self.per_study = max(2, batch_size // len(self.groups))
+        # Data-parallel: each of the world_size processes draws its share of the batch.
+        self.per_study = max(2, batch_size // (len(self.groups) * world_size))
         self.steps_per_epoch = max(1, math.ceil(self.n_total / batch_size))
         self.gen = generator
         self._queues = [np.empty(0, dtype=np.int64) for _ in self.groups]
@@ -99,8 +102,13 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     called, so a caller that checkpoints every k epochs pays for it every k epochs).
     """
     device = X.device
-    sampler = BalancedBatches(study.cpu().numpy(), cfg.batch_size, generator)
+    world = dist.get_world_size() if _distributed() else 1
+    sampler = BalancedBatches(study.cpu().numpy(), cfg.batch_size, generator, world)
     weight = torch.as_tensor(sampler.weight, dtype=X.dtype, device=device)
+    # Data-parallel training (torchrun): DDP averages the gradients of the ranks' unbiased
+    # estimates, and it broadcasts rank 0's buffers (batch-norm statistics) at each forward.
+    # The spike-and-slab terms are in every rank's loss, so the average counts them once.
+    net = module if world == 1 else torch.nn.parallel.DistributedDataParallel(module)
     # The NB inverse dispersions move with W's learning rate: φ starts by moments, which mix the
     # signal into the dispersion (φ ≈ 0.3 where the noise has φ ≈ 50), and at the network rate
     # log φ moves ~0.001 per step, so the likelihood stayed flat and the calibrated prior weight,
@@ -116,6 +124,10 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         start, info_ema, prior_weight = _restore(resume, module, optim, sampler, generator, result)
     elif prior_weight is None:
         info_ema = _probe_information(module, X, study, sampler, weight, cfg)
+        if world > 1:
+            probe = torch.tensor([info_ema], dtype=torch.float64)
+            dist.all_reduce(probe)
+            info_ema = float(probe) / world
     else:
         info_ema = None
     last_good = copy.deepcopy(module.state_dict())
@@ -137,10 +149,17 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 idx = torch.as_tensor(sampler.next(), device=device)
                 if cfg.prior_weight is None:
                     prior_weight = cfg.prior_scale * sampler.n_total * info_ema
-                terms, p_star = module.loss(
+                terms, p_star = net(
                     X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
                     prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                 )
+                if world > 1:
+                    # One small all-reduce keeps the calibrated weight identical on every rank, and
+                    # makes a NaN on any rank stop all of them at the same step (no rank hangs).
+                    shared = torch.stack([terms.loss.detach(), terms.fisher_info.detach()])
+                    dist.all_reduce(shared)
+                    terms.fisher_info = shared[1] / world
+                    terms.loss = terms.loss + 0.0 * shared[0]
                 info = float(terms.fisher_info)
                 if cfg.prior_weight is None and math.isfinite(info):
                     info_ema = INFO_DECAY * info_ema + (1.0 - INFO_DECAY) * info
@@ -166,6 +185,11 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                     module.eta.copy_(m_step_eta(p_star, cfg.a, cfg.b))
                 for k, v in vars(terms).items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
+            if world > 1:  # the history is the mean over ranks, the same on every rank
+                keys = sorted(sums)
+                vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+                dist.all_reduce(vec)
+                sums = {k: float(v) / world for k, v in zip(keys, vec)}
             record = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
             record.update(epoch=epoch, lambda0=lambda0, prior_weight=prior_weight, **_active_counts(module))
             result.history.append(record)
@@ -231,6 +255,10 @@ def _restore(resume, module, optim, sampler, generator, result) -> tuple[int, fl
     sampler._queues = [tensors[f"sampler.queue.{s}"].numpy() for s in range(len(sampler.groups))]
     result.history = list(meta["history"])
     return int(meta["epochs_done"]), meta["info_ema"], meta["prior_weight"]
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 def _probe_information(module, X, study, sampler, weight, cfg) -> float:

@@ -1,0 +1,27 @@
+"""One rank of a data-parallel fit (tests/test_distributed.py launches two with torchrun, gloo).
+
+    torchrun --nproc_per_node 2 ddp_worker.py OUT_DIR
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import two_block_data  # noqa: E402
+
+from mssvae import MSSVAE  # noqa: E402
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    X, study, _, _ = two_block_data(n=300)
+    model = MSSVAE(n_shared=4, n_specific=1, hidden=(16, 16), batch_size=128, max_epochs=60, lr=0.01,
+                   random_state=1).fit(X, study)
+    np.savez(Path(sys.argv[1]) / f"rank{dist.get_rank()}.npz", W=model.module_.W.detach().numpy(),
+             eta=model.module_.eta.numpy(), loss=model.history_["loss"].to_numpy(),
+             weight=model.history_["prior_weight"].to_numpy())
+    dist.destroy_process_group()
