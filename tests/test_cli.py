@@ -359,3 +359,16 @@ def test_enrich_defaults_to_the_shipped_go_bp_collection(fitted_blocks, tmp_path
     fitted_blocks.save(tmp_path / "model")
     res = run("enrich", tmp_path / "model", "-o", tmp_path / "enr")
     assert_clean_error(res, "identifiers probably differ")
+
+
+def test_fit_checkpoint_dir_resumes_and_refuses_other_settings(csv_file, tmp_path, caplog):
+    ck = tmp_path / "ck"
+    first = ok(run("fit", csv_file, *FAST, "-o", tmp_path / "a", "--checkpoint-dir", ck, "--checkpoint-every", 2))
+    assert (ck / "checkpoint.safetensors").is_file() and "resuming" not in caplog.text
+    ok(run("fit", csv_file, *FAST, "-o", tmp_path / "b", "--checkpoint-dir", ck))
+    assert "resuming from checkpoint" in caplog.text and "after epoch 3 of 3" in caplog.text
+    a, b = (pd.read_csv(tmp_path / d / "W_shared.csv", index_col=0) for d in ("a", "b"))
+    pd.testing.assert_frame_equal(a, b)
+    assert "fit:" in first.output
+    other = run("fit", csv_file, *[f if f != "3" else "4" for f in FAST], "-o", tmp_path / "c", "--checkpoint-dir", ck)
+    assert_clean_error(other, "another fit", "max_epochs 3 (checkpoint) vs 4 (now)")

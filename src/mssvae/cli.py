@@ -262,10 +262,15 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               show_default=True, help="Folder for the results.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --output-dir.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no progress messages.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write checkpoints here; rerunning the same command resumes from the last one.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Epochs between checkpoints.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, seed, device, output_dir, overwrite, quiet, threads):
+        prior_weight, prior_scale, seed, device, output_dir, overwrite, quiet, threads, checkpoint_dir,
+        checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -294,7 +299,8 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()
     try:
-        model = fit_anndata(adata, study_key=study_key, layer=layer, verbose=not quiet, **kwargs)
+        model = fit_anndata(adata, study_key=study_key, layer=layer, verbose=not quiet,
+                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, **kwargs)
     except TrainingDivergedError as err:
         raise _fail(err, "training failed: ") from None
     except (ValueError, TypeError) as err:
