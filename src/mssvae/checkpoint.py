@@ -90,14 +90,20 @@ def load(directory) -> tuple[dict[str, torch.Tensor], dict] | None:
         meta = json.loads(header[_META_KEY])
     except (KeyError, json.JSONDecodeError):
         raise ValueError(f"{path} is not an mssvae checkpoint (no checkpoint record in its header)") from None
-    if not isinstance(meta, dict) or meta.get("format") != "mssvae-checkpoint":
-        raise ValueError(f"{path} is not an mssvae checkpoint")
-    if meta.get("format_version") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {path} has format version {meta.get('format_version')}; this mssvae "
-                         f"reads version {CHECKPOINT_FORMAT}. Delete it or use another `checkpoint_dir`.")
+    check_format(meta, "mssvae-checkpoint", CHECKPOINT_FORMAT, path,
+                 "Delete it or use another `checkpoint_dir`.")
     if _tensor_digest(tensors) != meta.get("tensors_sha256"):
         raise ValueError(f"checkpoint {path} does not match its checksum: corrupted or modified")
     return tensors, meta
+
+
+def check_format(meta, kind: str, version: int, path, hint: str = "") -> None:
+    """Refuse a JSON record that is not a ``kind`` record of format ``version`` (ValueError naming ``path``)."""
+    if not isinstance(meta, dict) or meta.get("format") != kind:
+        raise ValueError(f"{path} is not an {kind} file")
+    if meta.get("format_version") != version:
+        raise ValueError(f"{path} has format version {meta.get('format_version')}; this mssvae reads "
+                         f"version {version}. {hint}".rstrip())
 
 
 def check_matches(path, meta: dict, data_sha256: str, settings: dict) -> None:

@@ -608,11 +608,7 @@ class MSSVAE(BaseEstimator):
             meta = json.loads(meta_file.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{meta_file} is not valid MSSVAE metadata: {err}") from None
-        if not isinstance(meta, dict) or meta.get("format") != "mssvae":
-            raise ValueError(f"{meta_file} is not MSSVAE metadata")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{meta_file} has format version {meta.get('format_version')}; "
-                             f"this mssvae reads version {FORMAT_VERSION}")
+        ckpt.check_format(meta, "mssvae", FORMAT_VERSION, meta_file)
         if hashlib.sha256(tensor_file.read_bytes()).hexdigest() != meta.get("tensors_sha256"):
             raise ValueError(f"{tensor_file} does not match the checksum in {meta_file}: truncated or modified")
         try:
