@@ -1,0 +1,115 @@
+"""Decoder training step against the machine's fp32 GEMM peak and against a per-feature Python loop.
+
+    python benchmarks/decoder_speed.py --out benchmarks/results/decoder_speed.csv            # RNA config
+    python benchmarks/decoder_speed.py --batch 64 --features 500 --out /tmp/quick.csv      # a quick look
+
+Issue 9, goals 1 and 2, measured in one run so that the ratios share the machine's state:
+
+1. peak: the best of several (n × n) @ (n × n) fp32 matmuls (torch, same threads) in GFLOP/s;
+   step: forward + backward of the masked decoder (`MaskedDecoder`, feature chunks as in training)
+   for one batch, with its useful FLOPs counted as 6·B·G·(K·H1 + H1·H2 + H2 + K) (multiply-add = 2,
+   backward = 2 × forward; activation recomputation in the chunked path is not counted as useful).
+2. loop: the same function computed one feature at a time in Python, the way the single-study
+   reference code decodes (`for j in range(G)`), forward + backward, timed on all G features.
+
+Each timing is the median of --repeats runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from mssvae.module import MaskedDecoder
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: allocator, thread pool
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gemm_peak(n: int, repeats: int) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
+
+
+def decoder_step(dec: MaskedDecoder, z, W, chunk):
+    def step():
+        dec.zero_grad(set_to_none=True)
+        W.grad = None
+        dec(z, W, chunk).sum().backward()
+    return step
+
+
+def loop_step(dec: MaskedDecoder, z, W):
+    """f_j for j = 1..G one feature at a time (the reference code's layout), then backward."""
+    def step():
+        dec.zero_grad(set_to_none=True)
+        W.grad = None
+        total = 0.0
+        for j in range(W.shape[0]):
+            c = z * W[j]                                           # (B, K)
+            h = F.relu(c @ dec.V1.weight.t())                      # (B, H1)
+            h = F.relu(F.linear(h, dec.V2.weight, dec.V2.bias))    # (B, H2)
+            f = h @ dec.v_hidden[j] + c @ dec.v_skip[j] + dec.bias[j]
+            total = total + f.sum()
+        total.backward()
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--features", type=int, default=5000)
+    p.add_argument("--latent", type=int, default=80, help="K = K_S + Σ K_m columns of W")
+    p.add_argument("--hidden", default="256,128")
+    p.add_argument("--chunk", type=int, default=None, help="features per chunk (default: as MSSVAE picks)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--gemm-n", type=int, default=2048)
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    B, G, K = a.batch, a.features, a.latent
+    H1, H2 = (int(v) for v in a.hidden.split(","))
+    chunk = a.chunk or max(1, min(G, int(256 * 2**20 // (B * max(H1, H2) * 4 * 3))))  # as MSSVAE._chunk_size
+    dec = MaskedDecoder(G, K, (H1, H2))
+    z = torch.randn(B, K)
+    W = torch.randn(G, K, requires_grad=True)
+    flops = 6.0 * B * G * (K * H1 + H1 * H2 + H2 + K)
+
+    peak = gemm_peak(a.gemm_n, a.repeats)
+    t_step = _median_time(decoder_step(dec, z, W, chunk), a.repeats)
+    t_loop = _median_time(loop_step(dec, z, W), max(1, a.repeats - 2))
+    peak_after = gemm_peak(a.gemm_n, a.repeats)  # the machine's state may drift during the run
+    peak = max(peak, peak_after)
+    row = dict(
+        batch=B, features=G, latent=K, hidden=f"{H1},{H2}", chunk=chunk, threads=torch.get_num_threads(),
+        gemm_peak_gflops=round(peak, 1), step_seconds=round(t_step, 3),
+        step_gflops=round(flops / t_step / 1e9, 1), share_of_peak=round(flops / t_step / 1e9 / peak, 3),
+        loop_step_seconds=round(t_loop, 3), speedup_vs_loop=round(t_loop / t_step, 1),
+        machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+    )
+    df = pd.DataFrame([row])
+    print(df.T.to_string(header=False))
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(a.out, mode="a", header=not a.out.exists(), index=False)
+
+
+if __name__ == "__main__":
+    main()
