@@ -187,8 +187,9 @@ class MSSVAEModule(nn.Module):
             if idx.numel() == 0:
                 continue
             m, v = enc(h[idx])
-            mean[idx, start:start + k] = m
-            log_var[idx, start:start + k] = v
+            # .to(): under bf16 autocast the encoder returns bf16; the latent stays fp32.
+            mean[idx, start:start + k] = m.to(mean.dtype)
+            log_var[idx, start:start + k] = v.to(log_var.dtype)
         return mean, log_var
 
     def latent_mask(self, study: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ users), the way scvi-tools splits module / training plan / model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -45,6 +46,7 @@ class TrainingConfig:
     progress: bool = False
     # A test hook: a callable(epoch, step) → bool that poisons the loss with NaN when true.
     fault_injection: object = None
+    autocast_dtype: torch.dtype | None = None   # bf16 autocast of the forward pass (CUDA)
 
 
 @dataclass
@@ -149,10 +151,11 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 idx = torch.as_tensor(sampler.next(), device=device)
                 if cfg.prior_weight is None:
                     prior_weight = cfg.prior_scale * sampler.n_total * info_ema
-                terms, p_star = net(
-                    X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
-                    prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
-                )
+                with autocast(device, cfg.autocast_dtype):
+                    terms, p_star = net(
+                        X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
+                        prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
+                    )
                 if world > 1:
                     # One small all-reduce keeps the calibrated weight identical on every rank, and
                     # makes a NaN on any rank stop all of them at the same step (no rank hangs).
@@ -255,6 +258,12 @@ def _restore(resume, module, optim, sampler, generator, result) -> tuple[int, fl
     sampler._queues = [tensors[f"sampler.queue.{s}"].numpy() for s in range(len(sampler.groups))]
     result.history = list(meta["history"])
     return int(meta["epochs_done"]), meta["info_ema"], meta["prior_weight"]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision for the forward pass (matmuls in ``dtype``; torch keeps reductions, exp/log and
+    the loss in fp32); a no-op when dtype is None.  Backward follows the forward's dtypes."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def _distributed() -> bool:
