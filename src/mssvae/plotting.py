@@ -1,5 +1,6 @@
-"""Figures: the masks (paper Fig. 2(b)/(c)), true vs estimated masks, training curves, and
-replicate box plots (Fig. 2(a)).
+"""Figures: the masks (paper Fig. 2(b)/(c)), true vs estimated masks, training curves, replicate
+box plots (Fig. 2(a)), and for reading a fit: variance explained, factor scores by study, top genes
+per factor and the enriched-term dot plot (Figs. 4-5).
 
 Every function builds its own :class:`matplotlib.figure.Figure` (or draws on a given ``ax``) and
 returns the Figure; nothing here calls ``plt.show``, so it works with the non-interactive Agg
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
 
@@ -20,10 +22,14 @@ from .metrics import jaccard_matrix, support
 __all__ = [
     "REPLICATE_METRICS",
     "match_columns",
+    "plot_enrichment_dots",
+    "plot_factor_scores",
     "plot_history",
     "plot_masks",
     "plot_masks_comparison",
     "plot_replicates",
+    "plot_top_genes",
+    "plot_variance_explained",
 ]
 
 # The seven scores of Fig. 2(a), in the paper's order.
@@ -388,4 +394,356 @@ def plot_replicates(df, metrics: Sequence[str] = REPLICATE_METRICS, ax=None, tit
     ax.set_ylabel("score")
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title if title is not None else f"{len(df)} replicate(s)", fontsize=10)
+    return fig
+
+
+
+# ----------------------------------------------------------------------------------------------
+# factors: variance explained, scores, top genes, enrichment dot plot
+# ----------------------------------------------------------------------------------------------
+
+
+def _no_data(fig: Figure, message: str, ax=None) -> Figure:
+    ax = fig.add_subplot() if ax is None else ax
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set_axis_off()
+    return fig
+
+
+def _shorten(text, width: int) -> str:
+    text = str(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _pick_factors(factors, factor_names: list[str], default: np.ndarray, max_factors: int | None):
+    """Column indices to draw (from names or indices), capped at ``max_factors``; and how many were cut."""
+    if factors is None:
+        idx = [int(i) for i in default]
+    else:
+        lookup = {n: i for i, n in enumerate(factor_names)}
+        idx = []
+        for f in factors:
+            if isinstance(f, (int, np.integer)) and not isinstance(f, bool):
+                if not 0 <= f < len(factor_names):
+                    raise ValueError(f"factor index {f} is out of range for {len(factor_names)} factors")
+                idx.append(int(f))
+            elif str(f) in lookup:
+                idx.append(lookup[str(f)])
+            else:
+                raise ValueError(f"unknown factor {f!r}; factors: {factor_names[:10]}")
+    cut = 0
+    if max_factors is not None and len(idx) > max_factors:
+        cut = len(idx) - max_factors
+        idx = idx[:max_factors]
+    return idx, cut
+
+
+def _grid(fig: Figure, n: int, ncols: int):
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return axes[:n]
+
+
+def plot_variance_explained(table, threshold: float = 0.01, annotate: bool = True, title: str | None = None,
+                            cmap: str = "Purples"):
+    """Heat map of the share of each study's variance that each factor explains.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame, shape (K [+ 1], M)
+        Output of :meth:`mssvae.MSSVAE.variance_explained`: one row per factor (index = factor
+        names), optionally a last row ``"total"`` (the R² of the whole model in each study), one
+        column per study.  Values are fractions (0.1 = 10 %).
+    threshold : float
+        Factor rows whose largest value is at most ``threshold`` are left out: most columns of a
+        sparse fit explain nothing, and dozens of empty rows would hide the few that matter.
+    annotate : bool
+        Write each cell's value (in %) in the cell.
+    title : str, optional
+    cmap : str
+        Colour map of the factor rows.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A heat map (factors kept × studies) with a colour bar; a ``"total"`` row is drawn as a
+        second one-row heat map underneath, on its own scale.
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"`table` must be the DataFrame of MSSVAE.variance_explained; got {type(table).__name__}")
+    values = table.apply(pd.to_numeric, errors="coerce")
+    total = values.loc[["total"]] if "total" in values.index else None
+    factors = values.drop(index="total", errors="ignore")
+    threshold = float(threshold)
+    kept = factors.loc[factors.max(axis=1) > threshold]
+    studies = [str(c) for c in values.columns]
+    n_rows = max(len(kept), 1) + (0 if total is None else 1)
+    fig = _new_figure((max(4.5, 2.6 + 0.9 * len(studies)), max(2.5, 1.5 + 0.32 * n_rows)))
+    if values.shape[1] == 0 or (kept.empty and total is None):
+        return _no_data(fig, f"no factor explains more than {100 * threshold:g} % in any study")
+    heights = [max(len(kept), 1)] + ([1] if total is not None else [])
+    axes = fig.subplots(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0]
+
+    def draw(ax, frame: pd.DataFrame, colour_map: str, label: str) -> None:
+        M = frame.to_numpy(dtype=float)
+        top = float(np.nanmax(M)) if np.isfinite(M).any() else 1.0
+        im = ax.imshow(M, aspect="auto", cmap=colour_map, vmin=min(0.0, float(np.nanmin(M))),
+                       vmax=max(top, 1e-12), interpolation="nearest")
+        ax.set_yticks(np.arange(M.shape[0]))
+        ax.set_yticklabels([_shorten(i, 30) for i in frame.index], fontsize=8)
+        ax.set_xticks(np.arange(M.shape[1]))
+        ax.set_xticklabels([_shorten(s, 20) for s in studies], fontsize=8, rotation=30, ha="right")
+        if annotate:
+            for (r, c), v in np.ndenumerate(M):
+                if np.isfinite(v):
+                    ax.text(c, r, f"{100 * v:.1f}", ha="center", va="center", fontsize=7,
+                            color="white" if v > 0.6 * top > 0 else "black")
+        fig.colorbar(im, ax=ax, label=label, shrink=0.9)
+
+    if kept.empty:
+        _no_data(fig, f"no factor above {100 * threshold:g} %", ax=axes[0])
+    else:
+        draw(axes[0], kept, cmap, "share of variance")
+        axes[0].set_ylabel("factor")
+    if total is not None:
+        draw(axes[-1], total, "Greys", "R²")
+    omitted = len(factors) - len(kept)
+    note = f"\n({omitted} factor(s) at most {100 * threshold:g} % everywhere not shown)" if omitted else ""
+    axes[0].set_title((title if title is not None else "Variance explained (%)") + note, fontsize=10)
+    return fig
+
+
+def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: int = 4,
+                       max_factors: int | None = 48, max_points: int = 300, seed: int = 0, title: str | None = None):
+    """Factor scores of the samples by study: one small panel per factor, a box and points per study.
+
+    Parameters
+    ----------
+    Z : array, shape (N, K)
+        Factor scores, e.g. ``model.transform(X, study)``.
+    study : array, shape (N,)
+        Study label of each sample; studies are drawn in sorted order.
+    factor_names : sequence of str, length K
+        Names of the columns of ``Z`` (``model.factor_names_``).
+    owner : bool array, shape (N, K), optional
+        Which samples own which factor (a study's own factors are 0 for the other studies'
+        samples by construction, which would draw a meaningless spike at 0); default: all.
+    factors : sequence of str or int, optional
+        Factors to draw (names or column indices).  Default: every column with any non-zero
+        owned score, e.g. pass the active factors of a fit.
+    ncols : int
+        Panels per row.
+    max_factors : int or None
+        At most this many panels (the first ones), so a fit with many factors stays readable.
+    max_points : int
+        At most this many jittered points per study and panel (a random subset; the box uses all).
+    seed : int
+        Seed of the jitter and of the subset.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure with one axes per factor drawn (plus blank ones filling the grid).
+    """
+    Z = _as_matrix(Z, "Z")
+    N, K = Z.shape
+    labels = np.asarray(study).astype(str)
+    if labels.shape != (N,):
+        raise ValueError(f"`study` must have one label per row of Z ({N}); got shape {labels.shape}")
+    names = [str(f) for f in factor_names]
+    if len(names) != K:
+        raise ValueError(f"`factor_names` has {len(names)} names for {K} columns of Z")
+    own = np.ones((N, K), dtype=bool) if owner is None else np.asarray(owner, dtype=bool)
+    if own.shape != (N, K):
+        raise ValueError(f"`owner` must have the shape of Z {(N, K)}; got {own.shape}")
+    default = np.flatnonzero(((Z != 0) & own).any(axis=0))
+    idx, cut = _pick_factors(factors, names, default, max_factors)
+    studies = sorted(set(labels))
+    fig = _new_figure((2.6 * max(1, min(ncols, len(idx))) + 0.4,
+                       0.6 + 2.3 * max(1, int(np.ceil(len(idx) / max(1, ncols))))))
+    if not idx:
+        return _no_data(fig, "no factor to draw")
+    rng = np.random.default_rng(seed)
+    colours = {s: f"C{i % 10}" for i, s in enumerate(studies)}
+    for ax, k in zip(_grid(fig, len(idx), ncols), idx):
+        data, pos = [], []
+        for j, s in enumerate(studies):
+            z = Z[(labels == s) & own[:, k], k]
+            z = z[np.isfinite(z)]
+            if z.size == 0:
+                continue
+            data.append(z)
+            pos.append(j)
+            shown = z if z.size <= max_points else rng.choice(z, max_points, replace=False)
+            ax.scatter(j + rng.uniform(-0.18, 0.18, shown.size), shown, s=4, alpha=0.5, color=colours[s],
+                       linewidths=0, zorder=3)
+        if data:
+            ax.boxplot(data, positions=pos, widths=0.6, showfliers=False, medianprops={"color": "black"})
+        ax.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_xticks(np.arange(len(studies)))
+        ax.set_xticklabels([_shorten(s, 12) for s in studies], fontsize=7, rotation=45 if len(studies) > 3 else 0,
+                           ha="right" if len(studies) > 3 else "center")
+        ax.set_xlim(-0.6, len(studies) - 0.4)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(_shorten(names[k], 30), fontsize=9)
+    head = title if title is not None else "Factor scores by study"
+    if cut:
+        head += f" (first {len(idx)} factors; {cut} more not shown)"
+    fig.suptitle(head, fontsize=10)
+    return fig
+
+
+def plot_top_genes(W, feature_names, factor_names, n: int = 10, factors=None, threshold: float = 0.5,
+                   ncols: int = 4, max_factors: int | None = 48, title: str | None = None):
+    """Top genes of each factor by |weight|: one small bar panel per factor.
+
+    Parameters
+    ----------
+    W : array, shape (G, K)
+        Loadings, e.g. ``np.hstack([model.W_shared_, *model.W_specific_.values()])`` (the column
+        order of ``model.factor_names_``).
+    feature_names : sequence of str, length G
+    factor_names : sequence of str, length K
+    n : int
+        Genes per factor (the ``n`` largest |W_gk|).
+    factors : sequence of str or int, optional
+        Factors to draw (names or column indices).  Default: the columns with a gene above
+        ``threshold`` (the active factors).
+    threshold : float
+        Support rule |W| > threshold: bars of genes below it (not in the factor's gene set) are
+        drawn pale, and dashed lines mark ±threshold.
+    ncols : int
+        Panels per row.
+    max_factors : int or None
+        At most this many panels (the first ones).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure with one axes per factor drawn (plus blank ones filling the grid).
+    """
+    W = _as_matrix(W, "W")
+    G, K = W.shape
+    genes = [str(g) for g in feature_names]
+    names = [str(f) for f in factor_names]
+    if len(genes) != G:
+        raise ValueError(f"`feature_names` has {len(genes)} names for {G} rows of W")
+    if len(names) != K:
+        raise ValueError(f"`factor_names` has {len(names)} names for {K} columns of W")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`n` must be a positive integer; got {n!r}")
+    threshold = float(threshold)
+    idx, cut = _pick_factors(factors, names, np.flatnonzero((np.abs(W) > threshold).any(axis=0)), max_factors)
+    n = min(int(n), G)
+    fig = _new_figure((2.8 * max(1, min(ncols, len(idx))) + 0.4,
+                       0.6 + (0.45 + 0.17 * n) * max(1, int(np.ceil(len(idx) / max(1, ncols))))))
+    if not idx:
+        return _no_data(fig, f"no factor with |W| > {threshold:g}")
+    for ax, k in zip(_grid(fig, len(idx), ncols), idx):
+        w = W[:, k]
+        top = np.argsort(-np.abs(w), kind="stable")[:n]
+        y = np.arange(len(top))
+        inside = np.abs(w[top]) > threshold
+        colours = [to_rgba("tab:red" if v >= 0 else "tab:blue", 0.9 if keep else 0.3)
+                   for v, keep in zip(w[top], inside)]
+        ax.barh(y, w[top], color=colours)
+        for t in (-threshold, threshold):
+            ax.axvline(t, color="grey", linewidth=0.6, linestyle="--")
+        ax.axvline(0.0, color="black", linewidth=0.6)
+        ax.set_yticks(y)
+        ax.set_yticklabels([_shorten(genes[g], 16) for g in top], fontsize=7)
+        ax.set_ylim(len(top) - 0.5, -0.5)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_title(f"{_shorten(names[k], 24)} ({int((np.abs(w) > threshold).sum())} genes)", fontsize=9)
+    head = title if title is not None else f"Top {n} genes per factor by |W| (pale: |W| ≤ {threshold:g})"
+    if cut:
+        head += f"; first {len(idx)} factors, {cut} more not shown"
+    fig.suptitle(head, fontsize=10)
+    return fig
+
+
+def plot_enrichment_dots(top_terms_table, size: str = "fold_enrichment", color: str = "neg_log10_p_adj",
+                         max_terms: int | None = 60, term_width: int = 60, title: str | None = None):
+    """Dot plot of the top enriched terms per factor gene set, like the paper's Figs. 4-5.
+
+    Rows are terms, columns gene sets (factors); a dot marks a significant (set, term) pair, its
+    area grows with ``size`` and its colour with ``color``.  Terms are ordered by the first
+    gene set listing them, so each factor's terms form a block along the diagonal.
+
+    Parameters
+    ----------
+    top_terms_table : pandas.DataFrame
+        Output of :func:`mssvae.enrichment.top_terms` (the ``top_terms.csv`` of ``mssvae
+        enrich``), one row per dot: columns ``gene_set``, ``term``, ``fold_enrichment``,
+        ``p_adj``, ``neg_log10_p_adj`` (computed from ``p_adj`` when absent), ...
+    size : str
+        Column giving the dot area (``"fold_enrichment"`` or ``"neg_log10_p_adj"``).
+    color : str
+        Column giving the dot colour (−log10 of the adjusted p-value by default).
+    max_terms : int or None
+        Draw at most this many terms (the first ones in row order).
+    term_width : int
+        Longer term names are cut to this many characters.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure with the dot plot axes and a colour bar (a note when the table is empty).
+    """
+    if not isinstance(top_terms_table, pd.DataFrame):
+        raise TypeError(f"`top_terms_table` must be a DataFrame (enrichment.top_terms); "
+                        f"got {type(top_terms_table).__name__}")
+    df = top_terms_table.copy()
+    if "neg_log10_p_adj" not in df and "p_adj" in df:
+        df["neg_log10_p_adj"] = -np.log10(np.maximum(pd.to_numeric(df["p_adj"], errors="coerce"),
+                                                     np.finfo(float).tiny))
+    missing = {"gene_set", "term", size, color} - set(df.columns)
+    if missing:
+        raise ValueError(f"`top_terms_table` lacks the column(s) {sorted(missing)} (expected enrichment.top_terms)")
+    df = df.dropna(subset=["gene_set", "term", size, color])
+    df["gene_set"] = df["gene_set"].astype(str)
+    df["term"] = df["term"].astype(str)
+    sets = list(dict.fromkeys(df["gene_set"]))
+    terms = list(dict.fromkeys(df["term"]))  # row order: first gene set naming the term
+    cut = 0
+    if max_terms is not None and len(terms) > max_terms:
+        cut = len(terms) - max_terms
+        terms = terms[:max_terms]
+        df = df.loc[df["term"].isin(terms)]
+        sets = [s for s in sets if s in set(df["gene_set"])]
+    fig = _new_figure((max(5.0, 0.07 * min(term_width, max((len(t) for t in terms), default=10))
+                           + 0.42 * len(sets) + 2.5), max(2.5, 1.6 + 0.24 * len(terms))))
+    if df.empty:
+        return _no_data(fig, "no significant term to draw")
+    ax = fig.add_subplot()
+    x = df["gene_set"].map({s: i for i, s in enumerate(sets)}).to_numpy(dtype=float)
+    y = df["term"].map({t: i for i, t in enumerate(terms)}).to_numpy(dtype=float)
+    v = df[size].to_numpy(dtype=float)
+    vmax = float(np.nanmax(np.abs(v))) if v.size else 1.0
+    scale = 220.0 / max(vmax, 1e-12)
+    sc = ax.scatter(x, y, s=np.clip(v, 0, None) * scale + 8, c=df[color].to_numpy(dtype=float), cmap="viridis",
+                    edgecolors="black", linewidths=0.4)
+    ax.set_xticks(np.arange(len(sets)))
+    ax.set_xticklabels([_shorten(s, 24) for s in sets], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(terms)))
+    ax.set_yticklabels([_shorten(t, term_width) for t in terms], fontsize=7)
+    ax.set_xlim(-0.6, len(sets) - 0.4)
+    ax.set_ylim(len(terms) - 0.5, -0.5)
+    ax.grid(alpha=0.25)
+    ax.set_axisbelow(True)
+    labels = {"fold_enrichment": "fold enrichment", "neg_log10_p_adj": "−log10 FDR"}
+    # Colour bar in the top half of the right margin, size legend in the bottom half: no overlap.
+    fig.colorbar(sc, ax=ax, label=labels.get(color, color), shrink=0.45, anchor=(0.0, 1.0))
+    handles, texts = sc.legend_elements(prop="sizes", num=4, func=lambda s: (s - 8) / scale, fmt="{x:.3g}",
+                                        color="grey")
+    if handles:
+        ax.legend(handles, texts, title=labels.get(size, size), fontsize=7, title_fontsize=7,
+                  loc="lower left", bbox_to_anchor=(1.02, 0.0), frameon=False)
+    head = title if title is not None else "Top enriched terms per gene set"
+    if cut:
+        head += f" (first {len(terms)} terms; {cut} more not shown)"
+    ax.set_title(head, fontsize=10)
     return fig
