@@ -297,6 +297,7 @@ class MSSVAE(BaseEstimator):
                 chunk_size=self._chunk_size(s, G), progress=bool(self.verbose),
                 fault_injection=getattr(self, "_fault_injection", None),
                 autocast_dtype=self._autocast_dtype(device),
+                per_feature_prior=bool(getattr(self, "_per_feature_prior", False)),
             )
             rank = _rank() or 0
             if rank:

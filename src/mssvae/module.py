@@ -119,6 +119,7 @@ class LossTerms:
     log_prior_masks: torch.Tensor   # spike-and-slab terms (before `prior_weight`), / N
     log_prior_noise: torch.Tensor   # log p(Σ) / N (Gaussian only)
     fisher_info: torch.Tensor       # mean Fisher information of one entry w.r.t. the decoder output
+    fisher_info_features: torch.Tensor  # (G,) the same per feature (mean over the batch)
 
 
 class MSSVAEModule(nn.Module):
@@ -229,6 +230,7 @@ class MSSVAEModule(nn.Module):
         noise_prior: tuple[float, float] | None = None,
         library_prior: tuple[float, float] | None = None,
         chunk_size: int | None = None,
+        prior_row_weight: torch.Tensor | None = None,
     ):
         """Minibatch estimate of −(Eq. 2.4)/N, with its E-step.
 
@@ -254,7 +256,8 @@ class MSSVAEModule(nn.Module):
             log_lik = lk.gaussian_log_lik(x, f, self.log_var).sum(-1)
             alpha, beta = noise_prior
             log_prior_noise = lk.inverse_gamma_log_prior(self.log_var, alpha, beta).sum()
-            info = lk.gaussian_fisher_info(self.log_var.detach()).mean()  # the same for every sample
+            info_g = lk.gaussian_fisher_info(self.log_var.detach())  # the same for every sample
+            info = info_g.mean()
         else:
             l_mean, l_log_var = self.encode_library(x)
             log_l = l_mean + torch.exp(0.5 * l_log_var) * torch.randn_like(l_mean)
@@ -263,11 +266,13 @@ class MSSVAEModule(nn.Module):
             kl_library = lk.kl_lognormal(l_mean, l_log_var, *library_prior)
             log_prior_noise = x.new_zeros(())
             info_ij = lk.nb_fisher_info(mu.detach(), f.detach(), torch.exp(self.log_phi.detach()))
-            info = (sample_weight * info_ij.mean(-1)).sum() / sample_weight.sum()
+            info_g = (sample_weight.unsqueeze(-1) * info_ij).sum(0) / sample_weight.sum()
+            info = info_g.mean()
 
         p_star, lambda_star = e_step(self.W.detach(), self.eta, lambda0, lambda1)
         # One call covers W^(S) and every W^(m): the terms are per column, each column has its own η_k.
-        log_prior_masks = ssl_log_prior(self.W, p_star, lambda_star, self.eta, a, b, lambda0, lambda1)
+        log_prior_masks = ssl_log_prior(self.W, p_star, lambda_star, self.eta, a, b, lambda0, lambda1,
+                                        prior_row_weight)
 
         w = sample_weight
         data = (w * (log_lik - kl_shared - kl_specific - kl_library)).sum()
@@ -281,5 +286,6 @@ class MSSVAEModule(nn.Module):
             log_prior_masks=log_prior_masks.detach() / n_total,
             log_prior_noise=log_prior_noise.detach() / n_total,
             fisher_info=info,
+            fisher_info_features=info_g,
         )
         return terms, p_star

@@ -86,6 +86,7 @@ def ssl_log_prior(
     b: float,
     lambda0: float,
     lambda1: float,
+    row_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """E_{Γ | W_old, η_old}[log p(W | Γ) p(Γ | η) p(η)] of Eq. 2.4 for one mask block.
 
@@ -98,10 +99,13 @@ def ssl_log_prior(
     ----------
     W : (G, K) mask (with gradient); p_star, lambda_star : (G, K) from :func:`e_step`;
     eta : (K,).
+    row_weight : (G,), optional
+        Relative weights (mean 1) of each feature's penalty row, for a prior calibrated per feature.
     """
     G = W.shape[0]
     eta = eta.clamp(_ETA_EPS, 1.0 - _ETA_EPS)
-    penalty = -(lambda_star * W.abs()).sum()
+    scaled = lambda_star if row_weight is None else lambda_star * row_weight.unsqueeze(-1)
+    penalty = -(scaled * W.abs()).sum()
     normalisers = (p_star * math.log(lambda1 / 2.0) + (1.0 - p_star) * math.log(lambda0 / 2.0)).sum()
     n_in = p_star.sum(0)
     eta_terms = ((n_in + a - 1.0) * torch.log(eta) + (G - n_in + b - 1.0) * torch.log1p(-eta)).sum()

@@ -47,6 +47,7 @@ class TrainingConfig:
     # A test hook: a callable(epoch, step) → bool that poisons the loss with NaN when true.
     fault_injection: object = None
     autocast_dtype: torch.dtype | None = None   # bf16 autocast of the forward pass (CUDA)
+    per_feature_prior: bool = False   # spread the calibrated weight over features ∝ their own Î_j
 
 
 @dataclass
@@ -132,10 +133,17 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             info_ema = float(probe) / world
     else:
         info_ema = None
+    row_info = None  # running per-feature Fisher information (per_feature_prior)
+    if resume is not None and "row_info" in resume[0]:
+        row_info = resume[0]["row_info"].to(device)
     last_good = copy.deepcopy(module.state_dict())
 
     def state(epoch: int) -> tuple[dict, dict]:
-        return training_state(module, optim, sampler, generator, epoch, info_ema, prior_weight, result.history)
+        tensors, meta = training_state(module, optim, sampler, generator, epoch, info_ema, prior_weight,
+                                       result.history)
+        if row_info is not None:
+            tensors["row_info"] = row_info
+        return tensors, meta
 
     iterator = range(start, cfg.max_epochs)
     if cfg.progress:
@@ -155,6 +163,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                     terms, p_star = net(
                         X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
                         prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
+                        None if row_info is None else (row_info / row_info.mean()).to(X.dtype),
                     )
                 if world > 1:
                     # One small all-reduce keeps the calibrated weight identical on every rank, and
@@ -162,10 +171,16 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                     shared = torch.stack([terms.loss.detach(), terms.fisher_info.detach()])
                     dist.all_reduce(shared)
                     terms.fisher_info = shared[1] / world
+                    if cfg.per_feature_prior:
+                        dist.all_reduce(terms.fisher_info_features)
+                        terms.fisher_info_features /= world
                     terms.loss = terms.loss + 0.0 * shared[0]
                 info = float(terms.fisher_info)
                 if cfg.prior_weight is None and math.isfinite(info):
                     info_ema = INFO_DECAY * info_ema + (1.0 - INFO_DECAY) * info
+                if cfg.per_feature_prior and bool(torch.isfinite(terms.fisher_info_features).all()):
+                    new = terms.fisher_info_features.detach().double()
+                    row_info = new if row_info is None else INFO_DECAY * row_info + (1.0 - INFO_DECAY) * new
                 loss = terms.loss
                 if cfg.fault_injection is not None and cfg.fault_injection(epoch, step):
                     loss = loss * float("nan")
@@ -187,7 +202,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                     # M-step for η with the p* of this step's E-step (Appendix B.2.1).
                     module.eta.copy_(m_step_eta(p_star, cfg.a, cfg.b))
                 for k, v in vars(terms).items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    if v.dim() == 0:
+                        sums[k] = sums.get(k, 0.0) + float(v.detach())
             if world > 1:  # the history is the mean over ranks, the same on every rank
                 keys = sorted(sums)
                 vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
