@@ -1,8 +1,14 @@
-"""Input checks: every bad input becomes a ValueError/TypeError that names the argument."""
+"""Input checks: every bad input becomes a ValueError/TypeError that names the argument.
+
+The catalogue of bad inputs and what each one gets is docs/bad_inputs.md; tests/test_bad_inputs.py
+holds one test per row.
+"""
 
 from __future__ import annotations
 
 import numbers
+import warnings
+from collections.abc import Iterator, Mapping, Set
 
 import numpy as np
 import pandas as pd
@@ -10,82 +16,238 @@ from scipy import sparse
 
 LIKELIHOODS = ("gaussian", "nb")
 
+# Training runs in float32.  Squares of values up to 1e15, summed over up to ~1e8 samples (the
+# feature variances, BatchNorm statistics, the Gaussian residuals), stay below float32's maximum
+# (3.4e38); measured: N = 2000 standard normal values × 1e18 already give a NaN loss at the first step.
+MAX_ABS_VALUE = 1e15
+
+# Device types the training loop has been written for; "meta" and the like would fail deep in torch.
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _where(mask: np.ndarray) -> str:
+    """'row i, column j' of the first True entry of a 2-d mask."""
+    i, j = np.argwhere(mask)[0]
+    return f"row {i}, column {j}"
+
 
 def check_X(X, likelihood: str, name: str = "X") -> np.ndarray:
-    """Return X as a float32 (n_samples, n_features) ndarray, or raise.
+    """Return X as a C-contiguous float32 (n_samples, n_features) ndarray, or raise.
 
-    scipy.sparse input is densified: the decoder evaluates every (sample, feature) pair anyway.
+    Accepted: numeric ndarrays (bool, int, float), lists of rows, numeric pandas DataFrames
+    (nullable dtypes too) and scipy.sparse matrices/arrays.  Sparse input is densified: the decoder
+    evaluates every (sample, feature) pair anyway, and training holds X on the device.
     """
     if sparse.issparse(X):
-        X = X.toarray()
-    elif isinstance(X, pd.DataFrame):
-        non_numeric = [c for c, t in X.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
-        if non_numeric:
-            raise TypeError(f"`{name}` has non-numeric columns: {non_numeric[:5]}")
-        X = X.to_numpy()
+        return _check_sparse(X, likelihood, name)
+    if isinstance(X, pd.DataFrame):
+        X = _dataframe_values(X, name)
+    elif isinstance(X, (str, bytes, Mapping, Set)) or X is None:
+        raise TypeError(f"`{name}` must be a 2-d array (n_samples, n_features); got {type(X).__name__}")
+    elif np.ma.isMaskedArray(X):
+        n_masked = int(np.ma.count_masked(X))
+        if n_masked:
+            raise ValueError(f"`{name}` has {n_masked} masked (missing) value(s); remove or impute them")
+        X = np.ma.getdata(X)
     try:
         arr = np.asarray(X)
-    except Exception as err:  # ragged lists and the like
+    except ValueError as err:  # ragged rows
+        raise ValueError(f"`{name}` could not be read as a 2-d array (rows of different lengths?): {err}") from None
+    except Exception as err:
         raise TypeError(f"`{name}` could not be read as a numeric array: {err}") from None
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.number)):
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"`{name}` must be numeric; got dtype {arr.dtype}") from None
-    if np.iscomplexobj(arr):
-        raise TypeError(f"`{name}` must be real-valued; got dtype {arr.dtype}")
     if arr.ndim != 2:
         raise ValueError(f"`{name}` must be 2-d (n_samples, n_features); got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"`{name}` is empty: shape {arr.shape}")
-    arr = arr.astype(np.float64, copy=False)
+    arr = _numeric(arr, name)
     finite = np.isfinite(arr)
     if not finite.all():
-        i, j = np.argwhere(~finite)[0]
-        kind = "NaN" if np.isnan(arr[i, j]) else "inf"
+        first = np.argwhere(~finite)[0]
+        kind = "NaN" if np.isnan(arr[tuple(first)]) else "inf"
         raise ValueError(
-            f"`{name}` contains {int((~finite).sum())} non-finite value(s) ({kind} at row {i}, column {j})"
+            f"`{name}` contains {int((~finite).sum())} non-finite value(s) ({kind} at {_where(~finite)}); "
+            "remove or impute missing values"
         )
-    if likelihood == "nb":
-        if (arr < 0).any():
-            i, j = np.argwhere(arr < 0)[0]
-            raise ValueError(f"`{name}` has negative values (e.g. {arr[i, j]} at row {i}, column {j}); "
-                             "likelihood='nb' needs raw counts")
-        frac = arr != np.round(arr)
-        if frac.any():
-            i, j = np.argwhere(frac)[0]
-            raise ValueError(f"`{name}` has non-integer values (e.g. {arr[i, j]} at row {i}, column {j}); "
-                             "likelihood='nb' needs raw counts, not normalised values")
-    return arr.astype(np.float32)
+    _check_values(arr, likelihood, name, lambda mask: _where(mask))
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _numeric(arr: np.ndarray, name: str) -> np.ndarray:
+    """A real-valued view/copy of ``arr`` (bool → float); strings, dates, complex values refused."""
+    kind = arr.dtype.kind
+    if kind in "iuf":
+        return arr
+    if kind == "b":
+        return arr.astype(np.float32)
+    if kind == "c":
+        raise TypeError(f"`{name}` must be real-valued; got dtype {arr.dtype}")
+    if kind in "US":
+        # Numbers read as text usually mean a header row or an index column ended up in the data.
+        raise TypeError(f"`{name}` must be numeric; it holds strings (dtype {arr.dtype}): parse them as numbers "
+                        "first (was a header row or an index column read as data?)")
+    if kind in "mM":
+        raise TypeError(f"`{name}` must be numeric; got dates/times (dtype {arr.dtype})")
+    if kind != "O":
+        raise TypeError(f"`{name}` must be numeric; got dtype {arr.dtype}")
+    missing = pd.isna(arr)
+    real = np.frompyfunc(lambda v: isinstance(v, (numbers.Real, np.bool_)), 1, 1)(arr).astype(bool)
+    bad = ~(real | missing)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise TypeError(f"`{name}` must be numeric; got {arr[i, j]!r} ({type(arr[i, j]).__name__}) "
+                        f"at row {i}, column {j}")
+    try:
+        return np.where(missing, np.nan, arr).astype(np.float64)
+    except OverflowError:  # Python ints beyond float64
+        raise ValueError(f"`{name}` has values too large for float64; rescale it") from None
+
+
+def _check_values(values: np.ndarray, likelihood: str, name: str, where) -> None:
+    """Range checks on finite values: the float32 limit, and raw counts for NB.
+
+    ``where(mask)`` says where the first flagged entry is (dense and sparse data differ).
+    """
+    kind = values.dtype.kind
+    dtype_max = float(np.iinfo(values.dtype).max if kind in "iu" else np.finfo(values.dtype).max) if kind in "iuf" \
+        else 1.0
+    # Compared in the array's own dtype (np.abs overflows at the int64 minimum; float16 cannot hold 1e15).
+    too_big = (values > MAX_ABS_VALUE) | (values < -MAX_ABS_VALUE) if dtype_max > MAX_ABS_VALUE \
+        else np.zeros(values.shape, dtype=bool)
+    if too_big.any():
+        raise ValueError(
+            f"`{name}` has {int(too_big.sum())} value(s) beyond ±{MAX_ABS_VALUE:g} (at {where(too_big)}); "
+            "training runs in float32, where their squares overflow. Rescale it (e.g. standardise the features)"
+        )
+    if likelihood != "nb":
+        return
+    negative = values < 0
+    if negative.any():
+        raise ValueError(f"`{name}` has negative values (e.g. {values[negative][0]} at {where(negative)}); "
+                         "likelihood='nb' needs raw counts")
+    fractional = values != np.round(values)
+    if fractional.any():
+        raise ValueError(f"`{name}` has non-integer values (e.g. {values[fractional][0]} at {where(fractional)}); "
+                         "likelihood='nb' needs raw counts, not normalised values")
+
+
+def _dataframe_values(df: pd.DataFrame, name: str) -> np.ndarray:
+    dup = df.columns[df.columns.duplicated()]
+    if len(dup):
+        # Column names become feature names, which name the features of every factor's support.
+        raise ValueError(f"`{name}` has duplicate column names: {list(dict.fromkeys(dup))[:5]}; "
+                         "make them unique")
+    non_numeric = [c for c, t in df.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
+    if non_numeric:
+        raise TypeError(f"`{name}` has non-numeric columns: {non_numeric[:5]}")
+    complex_cols = [c for c, t in df.dtypes.items() if pd.api.types.is_complex_dtype(t)]
+    if complex_cols:
+        raise TypeError(f"`{name}` must be real-valued; complex columns: {complex_cols[:5]}")
+    # na_value turns pandas' NA of nullable columns into NaN, which check_X reports as missing.
+    return df.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _check_sparse(X, likelihood: str, name: str) -> np.ndarray:
+    """Checks on the stored entries, then densify straight to float32 (no float64 copy of the dense matrix)."""
+    if X.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-d (n_samples, n_features); got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"`{name}` is empty: shape {X.shape}")
+    if X.dtype.kind == "c":
+        raise TypeError(f"`{name}` must be real-valued; got dtype {X.dtype}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must be numeric; got a sparse matrix of dtype {X.dtype}")
+    coo = sparse.coo_matrix(X)
+    data = coo.data
+
+    def where(mask):
+        k = np.flatnonzero(mask)[0]
+        return f"row {coo.row[k]}, column {coo.col[k]}"
+
+    finite = np.isfinite(data)
+    if not finite.all():
+        kind = "NaN" if np.isnan(data[~finite][0]) else "inf"
+        raise ValueError(f"`{name}` contains {int((~finite).sum())} non-finite value(s) ({kind} at {where(~finite)}); "
+                         "remove or impute missing values")
+    _check_values(data, likelihood, name, where)
+    return coo.astype(np.float32).toarray()
+
+
+def _label_kind(v) -> str | None:
+    """'text', 'number' or None (not usable as a study label)."""
+    if isinstance(v, (str, np.str_)):
+        return "text"
+    if isinstance(v, (bool, np.bool_)) or isinstance(v, numbers.Real):
+        return "number"
+    return None
 
 
 def check_study(study, n_samples: int, name: str = "study") -> np.ndarray:
-    """Return study labels as a 1-d ndarray of length n_samples, or raise."""
+    """Return study labels as a 1-d ndarray of length n_samples, or raise.
+
+    Labels are strings, numbers or booleans (saved models keep them as JSON); dates are turned
+    into ISO strings and bytes into str.
+    """
     if study is None:
         raise ValueError(f"`{name}` is required: one study label per sample")
-    if isinstance(study, (pd.Series, pd.Index, pd.Categorical)):
+    if isinstance(study, (str, bytes)):
+        raise TypeError(f"`{name}` must be one label per sample, not a single label {study!r}")
+    if isinstance(study, (Mapping, Set)):
+        raise TypeError(f"`{name}` must be an ordered sequence of labels (list, array, Series); "
+                        f"got {type(study).__name__}")
+    if isinstance(study, Iterator):
+        study = list(study)
+    if isinstance(study, (pd.Series, pd.Index, pd.Categorical)) or isinstance(
+            getattr(study, "dtype", None), pd.api.extensions.ExtensionDtype):
         values = pd.Series(study)
         if values.isna().any():
             raise ValueError(f"`{name}` has {int(values.isna().sum())} missing label(s)")
-        arr = values.astype(str if values.dtype == object or isinstance(values.dtype, pd.CategoricalDtype)
-                            else values.dtype).to_numpy()
-    else:
-        arr = np.asarray(study)
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.astype(values.cat.categories.dtype if values.cat.categories.dtype != object else str)
+        study = values.to_numpy()
+    try:
+        # Lists stay objects: np.asarray(["1", 1]) would turn 1 into "1" and merge two studies unseen.
+        arr = np.asarray(study, dtype=object) if isinstance(study, (list, tuple)) else np.asarray(study)
+    except ValueError as err:  # ragged nested lists
+        raise ValueError(f"`{name}` must be a 1-d sequence of labels: {err}") from None
     if arr.ndim != 1:
         raise ValueError(f"`{name}` must be 1-d; got shape {arr.shape}")
     if len(arr) != n_samples:
         raise ValueError(f"`{name}` has length {len(arr)} but X has {n_samples} samples")
-    if arr.dtype == object:
-        missing = pd.isna(arr)
-        if missing.any():
-            raise ValueError(f"`{name}` has {int(missing.sum())} missing label(s)")
-        kinds = {type(v) for v in arr}
-        if len(kinds) > 1:
-            arr = arr.astype(str)
-    elif np.issubdtype(arr.dtype, np.floating):
+    kind = arr.dtype.kind
+    if kind in "mM":
+        nat = np.isnat(arr)
+        if nat.any():
+            raise ValueError(f"`{name}` has {int(nat.sum())} missing label(s) (NaT)")
+        return arr.astype(str)
+    if kind == "S":
+        return arr.astype(str)
+    if kind == "f":
         if np.isnan(arr).any():
             raise ValueError(f"`{name}` has {int(np.isnan(arr).sum())} missing label(s) (NaN)")
-    return arr
+        return arr
+    if kind in "biuU":
+        return arr
+    if kind != "O":
+        raise TypeError(f"`{name}` labels must be strings, numbers or booleans; got dtype {arr.dtype}")
+    missing = pd.isna(arr)
+    if missing.any():
+        raise ValueError(f"`{name}` has {int(missing.sum())} missing label(s) (None/NaN) "
+                         f"(first at position {int(np.flatnonzero(missing)[0])})")
+    arr = np.array([v.decode() if isinstance(v, bytes) else v for v in arr], dtype=object)
+    kinds = [_label_kind(v) for v in arr]
+    if None in kinds:
+        i = kinds.index(None)
+        raise TypeError(f"`{name}` labels must be strings, numbers or booleans; got {arr[i]!r} "
+                        f"({type(arr[i]).__name__}) at position {i}")
+    if "text" not in kinds:
+        return np.array(arr.tolist())  # numbers (1 and 1.0, int and np.int64 alike) → one numeric dtype
+    as_text = arr.astype(str)
+    if "number" not in kinds:
+        return as_text
+    if len(set(as_text)) < len(pd.unique(arr)):
+        raise ValueError(f"`{name}` mixes labels of different types that read the same as text "
+                         f"(e.g. 1 and '1'); use one type")
+    return as_text
 
 
 def check_studies_for_fit(study: np.ndarray, name: str = "study"):
@@ -95,7 +257,7 @@ def check_studies_for_fit(study: np.ndarray, name: str = "study"):
         raise ValueError(
             f"`{name}` has {len(labels)} distinct label(s); the multi-study model needs at least 2 studies"
         )
-    small = [(lab, int(c)) for lab, c in zip(labels, counts) if c < 2]
+    small = [(_py(lab), int(c)) for lab, c in zip(labels, counts) if c < 2]
     if small:
         raise ValueError(f"`{name}`: every study needs at least 2 samples; too few in {small}")
     return [_py(v) for v in labels], codes.astype(np.int64)
@@ -107,7 +269,7 @@ def _py(v):
 
 
 def check_positive_int(value, name: str, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an integer; got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"`{name}` must be {'non-negative' if allow_zero else 'positive'}; got {value}")
@@ -115,7 +277,7 @@ def check_positive_int(value, name: str, allow_zero: bool = False) -> int:
 
 
 def check_positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a number; got {value!r}")
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"`{name}` must be a positive finite number; got {value}")
@@ -123,21 +285,43 @@ def check_positive_float(value, name: str) -> float:
 
 
 def check_n_specific(n_specific, labels: list, name: str = "n_specific") -> list[int]:
-    """One K_m per study, in the order of ``labels``."""
-    if isinstance(n_specific, dict):
-        keys = {str(k): v for k, v in n_specific.items()}
-        missing = [lab for lab in labels if str(lab) not in keys]
+    """One K_m per study, in the order of ``labels``.
+
+    Dict keys match a label when equal to it (0 and 0.0 match) or when they read the same as
+    text (study labels may have come back from JSON or a CSV as strings).
+    """
+    if isinstance(n_specific, Mapping):
+        by_text: dict[str, object] = {}
+        for k in n_specific:
+            if str(k) in by_text:
+                raise ValueError(f"`{name}` has keys {by_text[str(k)]!r} and {k!r} for the same study")
+            by_text[str(k)] = k
+        used, out, missing = set(), [], []
+        for lab in labels:
+            key = lab if lab in n_specific else by_text.get(str(lab), _MISSING)
+            if key is _MISSING:
+                missing.append(lab)
+                continue
+            used.add(key)
+            out.append(check_positive_int(n_specific[key], f"{name}[{lab!r}]", allow_zero=True))
         if missing:
             raise ValueError(f"`{name}` is missing studies {missing}; give a K_m for every study")
-        extra = sorted(set(keys) - {str(lab) for lab in labels})
+        extra = sorted(str(k) for k in n_specific if k not in used)
         if extra:
             raise ValueError(f"`{name}` names studies not in `study`: {extra}")
-        return [check_positive_int(keys[str(lab)], f"{name}[{lab!r}]", allow_zero=True) for lab in labels]
+        return out
+    if isinstance(n_specific, (bool, np.bool_)) or not isinstance(n_specific, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer or a dict {{study: integer}}; got {n_specific!r}")
     k = check_positive_int(n_specific, name, allow_zero=True)
     return [k] * len(labels)
 
 
+_MISSING = object()
+
+
 def check_hidden(hidden, name: str = "hidden") -> tuple[int, int]:
+    if isinstance(hidden, (str, bytes)):
+        raise TypeError(f"`{name}` must be a pair of layer sizes, e.g. (50, 50); got {hidden!r}")
     try:
         values = tuple(hidden)
     except TypeError:
@@ -148,6 +332,111 @@ def check_hidden(hidden, name: str = "hidden") -> tuple[int, int]:
 
 
 def check_likelihood(likelihood) -> str:
-    if likelihood not in LIKELIHOODS:
+    if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
         raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}; got {likelihood!r}")
     return likelihood
+
+
+# ---------------------------------------------------------------- checks called from model.py
+def check_feature_names(feature_names, n_features: int, name: str = "feature_names") -> np.ndarray:
+    """Feature names as a 1-d str array of length n_features (None → feature_0, …), or raise."""
+    if feature_names is None:
+        return np.array([f"feature_{j}" for j in range(n_features)])
+    if isinstance(feature_names, (str, bytes)):
+        raise TypeError(f"`{name}` must be a sequence of {n_features} names, not a single string")
+    try:
+        arr = np.asarray(list(feature_names) if isinstance(feature_names, Iterator) else feature_names,
+                         dtype=object)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be a sequence of {n_features} names: {err}") from None
+    if arr.ndim != 1 or len(arr) != n_features:
+        raise ValueError(f"`{name}` must have {n_features} entries (one per feature of X); got shape {arr.shape}")
+    missing = pd.isna(arr)
+    if missing.any():
+        raise ValueError(f"`{name}` has {int(missing.sum())} missing name(s) (first at position "
+                         f"{int(np.flatnonzero(missing)[0])})")
+    names = arr.astype(str)
+    counts = pd.Series(names).value_counts()
+    dup = counts[counts > 1]
+    if len(dup):
+        raise ValueError(f"`{name}` has {len(dup)} duplicated name(s): {dup.index[:5].tolist()}; make them unique")
+    return names
+
+
+def warn_constant_features(X: np.ndarray, feature_names=None, name: str = "X") -> np.ndarray:
+    """Warn about features with the same value in every sample; returns their mask.
+
+    They are kept: nothing can be learned from them, but they do no harm (measured: finite fits
+    with all-zero genes, NB and Gaussian), and dropping them would change the feature indexing
+    that the user's gene names follow.  The Gaussian noise prior must leave them out (a 5 %
+    quantile of variances at 0 collapses every feature's noise variance to the floor).
+    """
+    constant = (X == X[:1]).all(0)
+    if constant.any():
+        idx = np.flatnonzero(constant)
+        shown = [str(feature_names[j]) for j in idx[:5]] if feature_names is not None else idx[:5].tolist()
+        warnings.warn(
+            f"`{name}` has {len(idx)} feature(s) with the same value in every sample (e.g. {shown}); they are "
+            "kept, carry no signal, and their loadings stay near zero. Drop them to save time.",
+            UserWarning, stacklevel=3,
+        )
+    return constant
+
+
+def check_lambda0(lambda0, name: str = "lambda0") -> tuple[float, float, float]:
+    if isinstance(lambda0, (str, bytes)) or not isinstance(lambda0, (list, tuple, np.ndarray)):
+        raise TypeError(f"`{name}` must be 3 spike penalties, e.g. (1, 10, 15); got {lambda0!r}")
+    if len(lambda0) != 3:
+        raise ValueError(f"`{name}` must have 3 values (the annealing stages); got {tuple(lambda0)}")
+    return tuple(check_positive_float(v, f"{name}[{i}]") for i, v in enumerate(lambda0))
+
+
+def check_anneal_fractions(fractions, name: str = "anneal_fractions") -> tuple[float, float]:
+    if isinstance(fractions, (str, bytes)) or not isinstance(fractions, (list, tuple, np.ndarray)):
+        raise TypeError(f"`{name}` must be 2 fractions of the epochs, e.g. (0.05, 0.25); got {fractions!r}")
+    values = []
+    for i, v in enumerate(fractions):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"`{name}[{i}]` must be a number; got {v!r}")
+        values.append(float(v))
+    if len(values) != 2 or not all(np.isfinite(values)) or min(values) < 0 or sum(values) > 1:
+        raise ValueError(f"`{name}` must be 2 non-negative fractions summing to ≤ 1; got {tuple(fractions)}")
+    return tuple(values)
+
+
+def check_bool(value, name: str) -> bool:
+    # bool("no") is True: a string here is a mistake, not a flag.
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False; got {value!r}")
+    return bool(value)
+
+
+def check_random_state(value, name: str = "random_state") -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer seed; got {value!r}")
+    if not -(2**63) <= value < 2**64:  # the range torch.manual_seed accepts
+        raise ValueError(f"`{name}` must be in [-2**63, 2**64); got {value}")
+    return int(value)
+
+
+def check_device(device, name: str = "device"):
+    """A usable torch.device: "auto" → CUDA when available, else CPU.
+
+    torch.device("cuda") succeeds without CUDA; the failure would come later, as an
+    AssertionError from deep inside ``module.to``.  An empty tensor on the device finds out now.
+    """
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"`{name}` must be 'auto', 'cpu', 'cuda' or a torch device; got {device!r}") from None
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(f"`{name}` {device!r} is not supported; use one of {DEVICE_TYPES} or 'auto'")
+    try:
+        torch.empty(1, device=dev)
+    except (AssertionError, RuntimeError) as err:
+        raise ValueError(f"`{name}` {device!r} is not available here: {str(err).splitlines()[0]}") from None
+    return dev
