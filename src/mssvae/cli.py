@@ -1,4 +1,4 @@
-"""Command line: ``mssvae fit | simulate | evaluate | demo``.
+"""Command line: ``mssvae fit | preprocess | enrich | report | simulate | evaluate | demo``.
 
 Every error caused by the input (missing file, bad column, NaN, unknown option value, ...) ends
 the command with a one-line ``Error: ...`` message and a non-zero exit status, never a traceback.
@@ -439,6 +439,85 @@ def enrich(model_dir, gmt_path, threshold, min_term_size, max_term_size, fdr, ou
     en.top_terms(res, n=5, n_gene_sets=len(sets)).to_csv(output_dir / "top_terms.csv", index=False)
     click.echo(summary.to_string(index=False))
     click.echo(f"wrote {output_dir}/: {', '.join(ENRICH_OUTPUTS)}")
+
+
+@main.command(short_help="One self-contained HTML page about a fit: masks, factors, genes, enrichment, covariates.")
+@click.argument("fit_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--enrich-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder of `mssvae enrich` for this fit (gene sets, enrichment summary, top terms).")
+@click.option("--covariate", "covariates", multiple=True,
+              help="obs column to test against every active factor (repeatable), e.g. --covariate batch.")
+@click.option("--study-key", default=None,
+              help="obs column holding each sample's study (default: the one the fit recorded, else study).")
+@click.option("--layer", default=None, help="h5ad layer the fit used instead of X (e.g. counts).")
+@click.option("--title", default=None, help="Page title (default: MSSVAE report: FIT_DIR).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write (default: FIT_DIR/report.html).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
+def report(fit_dir, enrich_dir, covariates, study_key, layer, title, output, overwrite, threads):
+    """Write one self-contained HTML page (figures embedded, no external files: it opens offline)
+    about the fit in FIT_DIR, the --output-dir of `mssvae fit` (result.h5ad and model/).
+
+    Sections: summary and settings, masks, training history, variance explained per factor and
+    study, factor scores by study, top genes per factor (weights and p*), gene-set sizes,
+    enrichment (with --enrich-dir) and the association of each active factor with each
+    --covariate column of the samples' annotations.
+    """
+    from .model import MSSVAE
+    from .report import read_enrichment_dir, write_report_anndata
+
+    _set_threads(threads)
+    if not fit_dir.is_dir():
+        raise click.ClickException(f"fit folder {fit_dir} does not exist (expected the --output-dir of `mssvae fit`)")
+    result, model_dir = fit_dir / "result.h5ad", fit_dir / "model"
+    for path in (result, model_dir):
+        if not path.exists():
+            raise click.ClickException(f"{fit_dir} has no {path.name}: is it the --output-dir of `mssvae fit`?")
+    output = fit_dir / "report.html" if output is None else output
+    if output.is_dir():
+        raise click.BadParameter(f"{output} is a folder; give the .html file to write", param_hint="'--output'")
+    if output.exists() and not overwrite:
+        raise click.ClickException(f"{output} exists; pass --overwrite to replace it")
+    enrichment = None
+    if enrich_dir is not None:
+        try:
+            enrichment = read_enrichment_dir(enrich_dir)
+        except ValueError as err:
+            raise _fail(err) from None
+
+    adata = _read_h5ad(result, "result")
+    try:
+        model = MSSVAE.load(model_dir)
+    except _READ_ERRORS as err:
+        raise _fail(err, f"cannot load the model in {model_dir}: ") from None
+    info = adata.uns.get("mssvae")
+    info = info if isinstance(info, dict) else {}
+    if study_key is None:
+        study_key = str(info.get("study_key", "study"))
+    if study_key not in adata.obs:
+        raise click.BadParameter(f"{study_key!r} is not a column of {result}'s obs (columns: "
+                                 f"{', '.join(map(str, adata.obs.columns[:20]))})", param_hint="'--study-key'")
+    if layer is None and info.get("layer") is not None:
+        layer = str(info["layer"])
+    if layer is not None and layer not in adata.layers:
+        raise click.BadParameter(f"{layer!r} is not a layer of {result} (layers: {', '.join(adata.layers) or 'none'})",
+                                 param_hint="'--layer'")
+    unknown = [c for c in covariates if c not in adata.obs]
+    if unknown:
+        verb = "is not a column" if len(unknown) == 1 else "are not columns"
+        raise click.BadParameter(f"{', '.join(map(repr, unknown))} {verb} of {result}'s obs (columns: "
+                                 f"{', '.join(map(str, adata.obs.columns[:20]))})", param_hint="'--covariate'")
+    source = {"fit folder": fit_dir, "enrichment folder": enrich_dir if enrich_dir is not None else "none",
+              "study column": study_key, "data": f"layer {layer!r}" if layer is not None else "adata.X"}
+    try:
+        write_report_anndata(output, model, adata, study_key=study_key, layer=layer, enrichment=enrichment,
+                             covariates=list(covariates), title=title or f"MSSVAE report: {fit_dir}",
+                             source=source)
+    except (ValueError, TypeError) as err:
+        raise _fail(err, "cannot write the report: ") from None
+    click.echo(f"wrote {output}")
 
 
 @main.command(short_help="Write simulated data (§4.1 or §4.2) with its truth to .h5ad.")
