@@ -88,6 +88,10 @@ def main() -> None:
         "--epochs", str(a.epochs), "--seed", str(a.seed), "-o", str(fit_dir), "--overwrite", *threads])
     stage("enrich", enrich_dir / "top_terms.csv", exe + [
         "enrich", str(fit_dir / "model"), "-o", str(enrich_dir), "--overwrite"])
+    stage("report", a.work / "report.html", exe + [
+        "report", str(fit_dir), "--enrich-dir", str(enrich_dir), "--covariate", "batch",
+        "--title", "MSSVAE on GSE68086 platelets (7 groups)", "-o", str(a.work / "report.html"), "--overwrite",
+        *threads])
 
     # Covariates and variance explained through the Python API (the report stage uses the same calls).
     import anndata as ad
@@ -107,6 +111,7 @@ def main() -> None:
     shutil.copy(a.work / "platelets_report.csv", a.results / "preprocess_report.csv")
     for name in ["enrichment_summary.csv", "top_terms.csv"]:
         shutil.copy(enrich_dir / name, a.results / name)
+    shutil.copy(a.work / "report.html", a.results / "report.html")
     assoc.to_csv(a.results / "associations.csv", index=False)
     ve.to_csv(a.results / "variance_explained.csv")
     history = pd.read_csv(fit_dir / "history.csv")
