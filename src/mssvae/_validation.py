@@ -423,7 +423,8 @@ def check_device(device, name: str = "device"):
     """A usable torch.device: "auto" → CUDA when available, else CPU.
 
     torch.device("cuda") succeeds without CUDA; the failure would come later, as an
-    AssertionError from deep inside ``module.to``.  An empty tensor on the device finds out now.
+    AssertionError from deep inside ``module.to``.  Availability is asked of the backend rather
+    than probed with a tensor, which would open a CUDA context on GPU 0 in every torchrun process.
     """
     import torch
 
@@ -435,8 +436,12 @@ def check_device(device, name: str = "device"):
         raise ValueError(f"`{name}` must be 'auto', 'cpu', 'cuda' or a torch device; got {device!r}") from None
     if dev.type not in DEVICE_TYPES:
         raise ValueError(f"`{name}` {device!r} is not supported; use one of {DEVICE_TYPES} or 'auto'")
-    try:
-        torch.empty(1, device=dev)
-    except (AssertionError, RuntimeError) as err:
-        raise ValueError(f"`{name}` {device!r} is not available here: {str(err).splitlines()[0]}") from None
+    if dev.type == "cpu":
+        return dev
+    backend = getattr(torch, dev.type, None) if dev.type != "mps" else torch.backends.mps
+    available = bool(backend is not None and backend.is_available())
+    count = torch.cuda.device_count() if dev.type == "cuda" and available else None
+    if not available or (count is not None and dev.index is not None and dev.index >= count):
+        found = f"{count} CUDA device(s) found" if count is not None else f"no {dev.type} device found"
+        raise ValueError(f"`{name}` {device!r} is not available here ({found}); use 'cpu' or 'auto'")
     return dev
