@@ -360,3 +360,71 @@ def test_the_page_renders_in_headless_chromium(page, tmp_path):
         shots[name] = coloured_share(shot)
     # measured: ~1.5 % of the pixels with the figures, ~0.15 % (blue links) without
     assert shots["full"] > 0.005 and shots["full"] > 4 * shots["no_images"], shots
+
+
+# ---------------------------------------------------------------------------------------------- the new figures
+
+
+def test_plot_variance_explained_keeps_factors_above_the_threshold():
+    from mssvae.plotting import plot_variance_explained
+
+    ve = pd.DataFrame({"a": [0.2, 0.001, 0.0, 0.5], "b": [0.0, 0.002, 0.3, 0.6]},
+                      index=["shared_0", "shared_1", "b_0", "total"])
+    fig = plot_variance_explained(ve, threshold=0.01)
+    heat, total = [ax for ax in fig.axes if ax.images]
+    assert [t.get_text() for t in heat.get_yticklabels()] == ["shared_0", "b_0"]
+    assert [t.get_text() for t in total.get_yticklabels()] == ["total"]
+    assert "20.0" in [t.get_text() for t in heat.texts]  # annotated in %
+    with pytest.raises(TypeError):
+        plot_variance_explained(ve.to_numpy())
+
+
+def test_plot_factor_scores_draws_owners_only_and_caps_panels():
+    from mssvae.plotting import plot_factor_scores
+
+    rng = np.random.default_rng(0)
+    study = np.repeat(["a", "b"], 20)
+    Z = rng.normal(size=(40, 3))
+    owner = np.ones_like(Z, dtype=bool)
+    owner[study == "b", 2] = False  # factor 2 belongs to study a
+    fig = plot_factor_scores(Z, study, ["shared_0", "shared_1", "a_0"], owner=owner, max_factors=None)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["shared_0", "shared_1", "a_0"]
+    assert sum(len(c.get_offsets()) for c in panels[2].collections) == 20  # study a's points only
+    fig = plot_factor_scores(Z, study, ["x", "y", "z"], factors=["z", 0], max_factors=1)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["z"]
+    assert "1 more not shown" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="unknown factor"):
+        plot_factor_scores(Z, study, ["x", "y", "z"], factors=["nope"])
+
+
+def test_plot_top_genes_defaults_to_active_factors():
+    from mssvae.plotting import plot_top_genes
+
+    W = np.zeros((12, 3))
+    W[:4, 0] = [3, -2, 1, 0.2]
+    W[5, 2] = 0.4  # below 0.5: factor 2 is not active
+    fig = plot_top_genes(W, [f"g{i}" for i in range(12)], ["f0", "f1", "f2"], n=3)
+    (ax,) = [ax for ax in fig.axes if ax.get_title()]
+    assert ax.get_title() == "f0 (3 genes)"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["g0", "g1", "g2"]
+    fig = plot_top_genes(np.zeros((4, 2)), list("abcd"), ["f0", "f1"])
+    assert "no factor with |W| > 0.5" in fig.axes[0].texts[0].get_text()
+
+
+def test_plot_enrichment_dots_rows_terms_columns_sets():
+    from mssvae.plotting import plot_enrichment_dots
+
+    tt = pd.DataFrame({"gene_set": ["shared_0", "shared_0", "a_0"], "term": ["T1", "T2", "T1"],
+                       "fold_enrichment": [4.0, 2.0, 8.0], "p_adj": [1e-4, 1e-2, 1e-6]})
+    fig = plot_enrichment_dots(tt)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["T1", "T2"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["shared_0", "a_0"]
+    dots = ax.collections[0]
+    assert np.allclose(dots.get_array(), [4, 2, 6])  # colour: -log10 p_adj, computed from p_adj
+    assert dots.get_sizes()[2] > dots.get_sizes()[0] > dots.get_sizes()[1]  # area grows with fold
+    empty = plot_enrichment_dots(tt.iloc[:0])
+    assert "no significant term" in empty.axes[0].texts[0].get_text()
+    with pytest.raises(ValueError, match="fold_enrichment"):
+        plot_enrichment_dots(tt.drop(columns="fold_enrichment"))
