@@ -89,6 +89,8 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "device": model.device_,
         "converged": bool(model.converged_),
     }
+    if layer is not None:  # h5ad cannot store None; absent means adata.X
+        adata.uns[key_added]["layer"] = layer
 
 
 def read_input(path, study_key: str):
