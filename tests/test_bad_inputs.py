@@ -30,8 +30,8 @@ ARGUMENTS = (
     "normalize_decoder", "noise_alpha", "feature_chunk_size", "device", "random_state", "verbose", "precision",
     "checkpoint_dir", "checkpoint_every",
 )
-# A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`.
-NAMES_ARGUMENT = re.compile(r"`(" + "|".join(ARGUMENTS) + r")(\[[^\]]*\])?`")
+# A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
+NAMES_ARGUMENT = re.compile(r"`(" + "|".join(ARGUMENTS) + r")(\[[^\]]*\]|=[^`]*)?`")
 NEEDS_MODEL_CALL = "needs a call in model.py (see _validation.py: 'checks called from model.py')"
 
 # Hypothesis runs a fixed, derandomised set of examples in CI; MSSVAE_HYPOTHESIS_EXAMPLES=2000
