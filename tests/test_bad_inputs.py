@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from scipy import sparse
@@ -32,8 +33,6 @@ ARGUMENTS = (
 )
 # A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
 NAMES_ARGUMENT = re.compile(r"`(" + "|".join(ARGUMENTS) + r")(\[[^\]]*\]|=[^`]*)?`")
-NEEDS_MODEL_CALL = "needs a call in model.py (see _validation.py: 'checks called from model.py')"
-
 # Hypothesis runs a fixed, derandomised set of examples in CI; MSSVAE_HYPOTHESIS_EXAMPLES=2000
 # (and MSSVAE_HYPOTHESIS_RANDOM=1) explores further when hunting crashes.
 HYPOTHESIS = settings(
@@ -84,9 +83,8 @@ X, S = gaussian_data()
 C, _ = count_data()
 
 
-def case(id, call, exc, excerpt, needs_model=False):
-    marks = [pytest.mark.xfail(strict=True, reason=NEEDS_MODEL_CALL)] if needs_model else []
-    return pytest.param(call, exc, excerpt, id=id, marks=marks)
+def case(id, call, exc, excerpt):
+    return pytest.param(call, exc, excerpt, id=id)
 
 
 CASES = [
@@ -158,11 +156,11 @@ CASES = [
     case("feature_names-length", lambda: fit(feature_names=list("abcd")), ValueError,
          "`feature_names` must have 5 entries"),
     case("feature_names-duplicates", lambda: fit(feature_names=list("abcca")), ValueError,
-         "`feature_names` has 2 duplicated name(s): ['a', 'c']", needs_model=True),
+         "`feature_names` has 2 duplicated name(s): ['a', 'c']"),
     case("feature_names-string", lambda: fit(feature_names="abcde"), TypeError,
-         "`feature_names` must be a sequence of 5 names, not a single string", needs_model=True),
+         "`feature_names` must be a sequence of 5 names, not a single string"),
     case("feature_names-missing", lambda: fit(feature_names=["a", "b", None, "d", "e"]), ValueError,
-         "`feature_names` has 1 missing name(s) (first at position 2)", needs_model=True),
+         "`feature_names` has 1 missing name(s) (first at position 2)"),
     # ---- numbers of factors
     case("n_specific-dict-missing-study", lambda: fit(n_specific={"a": 1}), ValueError,
          "`n_specific` is missing studies ['b']; give a K_m for every study"),
@@ -210,27 +208,25 @@ CASES = [
     case("lambda0-negative", lambda: fit(lambda0=(1.0, -10.0, 15.0)), ValueError,
          "`lambda0[1]` must be a positive finite number; got -10.0"),
     case("lambda0-scalar", lambda: fit(lambda0=10.0), TypeError,
-         "`lambda0` must be 3 spike penalties", needs_model=True),
+         "`lambda0` must be 3 spike penalties"),
     case("anneal_fractions-over-1", lambda: fit(anneal_fractions=(0.6, 0.6)), ValueError,
          "`anneal_fractions` must be 2 non-negative fractions summing to ≤ 1"),
     case("anneal_fractions-nan", lambda: fit(anneal_fractions=(float("nan"), 0.2)), ValueError,
-         "`anneal_fractions` must be 2 non-negative fractions summing to ≤ 1", needs_model=True),
+         "`anneal_fractions` must be 2 non-negative fractions summing to ≤ 1"),
     case("anneal_fractions-text", lambda: fit(anneal_fractions=("a", "b")), TypeError,
-         "`anneal_fractions[0]` must be a number; got 'a'", needs_model=True),
+         "`anneal_fractions[0]` must be a number; got 'a'"),
     case("a-zero", lambda: fit(a=0), ValueError, "`a` must be a positive finite number; got 0"),
     case("lambda1-negative", lambda: fit(lambda1=-0.1), ValueError, "`lambda1` must be a positive finite number"),
     case("feature_chunk_size-zero", lambda: fit(feature_chunk_size=0), ValueError,
          "`feature_chunk_size` must be positive; got 0"),
     case("normalize_decoder-text", lambda: fit(normalize_decoder="no"), TypeError,
-         "`normalize_decoder` must be True or False; got 'no'", needs_model=True),
+         "`normalize_decoder` must be True or False; got 'no'"),
     case("random_state-none", lambda: fit(random_state=None), TypeError,
          "`random_state` must be an integer seed; got None"),
-    case("random_state-too-large", lambda: fit(random_state=2**70), ValueError, "`random_state` must be in",
-         needs_model=True),
+    case("random_state-too-large", lambda: fit(random_state=2**70), ValueError, "`random_state` must be in"),
     case("device-unknown", lambda: fit(device="gpu"), ValueError,
          "`device` must be 'auto', 'cpu', 'cuda' or a torch device; got 'gpu'"),
-    case("device-unavailable", lambda: fit(device="cuda:99"), ValueError, "`device` 'cuda:99' is not available here",
-         needs_model=True),
+    case("device-unavailable", lambda: fit(device="cuda:99"), ValueError, "`device` 'cuda:99' is not available here"),
     # ---- transform
     case("transform-other-features", lambda: fitted().transform(X[:, :4], S), ValueError,
          "`X` has 4 features but the model was fitted on 5"),
@@ -240,8 +236,7 @@ CASES = [
          "`X` contains 1 non-finite value(s)"),
     case("transform-study-length", lambda: fitted().transform(X, S[:5]), ValueError,
          "`study` has length 5 but X has 12 samples"),
-    case("transform-unfitted", lambda: MSSVAE().transform(X, S), ValueError, "This MSSVAE is not fitted yet",
-         needs_model=True),
+    case("transform-unfitted", lambda: MSSVAE().transform(X, S), ValueError, "This MSSVAE is not fitted yet"),
 ]
 
 
@@ -311,7 +306,6 @@ def test_n_specific_dict_keys_match_labels_by_value_or_text():
     assert [w.shape[1] for w in model.W_specific_.values()] == [2, 0]
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_MODEL_CALL)
 def test_a_constant_feature_is_kept_with_a_warning():
     Xc = put(X, 0.0)
     Xc[:, 2] = 3.0
@@ -321,7 +315,6 @@ def test_a_constant_feature_is_kept_with_a_warning():
     assert np.isfinite(model.transform(Xc, S)).all()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Gaussian noise prior to leave constant features out (model.py)")
 def test_constant_features_do_not_collapse_the_gaussian_noise_prior():
     """With ≥ 5 % constant features the 5 % quantile of the feature variances is 0, so the noise
     prior and the starting σ² fall to the floor (1e-6) for every feature: measured on the
@@ -395,28 +388,19 @@ def test_batch_size_larger_than_n(likelihood):
     extreme_fit(Xd, S, likelihood=likelihood, batch_size=1000)
 
 
-@pytest.mark.xfail(strict=True, reason="needs batch_size clamped to N in model.py/_settings")
-def test_batch_size_far_beyond_n_does_not_inflate_the_batch(monkeypatch):
-    """batch_size=10**6 on 12 samples drew batches of 10**6 resampled rows (measured: 19 s per
-    epoch for 12 samples; filling the sampler's queue is quadratic in the batch size), where a batch
-    should hold at most N samples (at least 2 per study).  10**4 shows it without the wait."""
-    from mssvae import module as module_mod
+def test_batch_size_far_beyond_n_draws_balanced_cycles_of_each_study():
+    """batch_size=10**6 on 12 samples is kept (a batch reuses samples, with weights n_m / per_study),
+    but the sampler builds its queue in one concatenation of reshuffled cycles: it was quadratic in
+    the batch size (19 s per epoch measured).  Each sample appears ⌊or⌉ per_study / n_m times."""
+    from mssvae.training import BalancedBatches
 
-    class Stop(Exception):
-        pass
-
-    sizes = []
-
-    def spy(self, x, *args, **kwargs):
-        sizes.append(x.shape[0])
-        raise Stop  # the size of the first batch is all this test needs
-
-    monkeypatch.setattr(module_mod.MSSVAEModule, "loss", spy)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(Stop):
-            MSSVAE(**{**FAST, "batch_size": 10**4}).fit(X, S)
-    assert sizes and max(sizes) <= 12
+    study = np.repeat([0, 1], [5, 7])
+    batches = BalancedBatches(study, 10**5, torch.Generator().manual_seed(0))
+    idx = batches.next()
+    assert len(idx) == 2 * batches.per_study == 10**5
+    for s in (0, 1):
+        counts = np.bincount(idx[study[idx] == s], minlength=12)[study == s]
+        assert counts.max() - counts.min() <= 1 and counts.sum() == batches.per_study
 
 
 def test_gaussian_values_at_the_documented_limit():
@@ -432,11 +416,10 @@ def test_nb_counts_at_the_documented_limit():
     extreme_fit(Xd, S, likelihood="nb")
 
 
-ETA_CLAMP = ("needs η clamped below 1 in float32 (spike_slab.py: 1.0 - 1e-12 rounds to 1.0, so log(1 - η) = -inf "
-             "once η reaches 1, which a = 1, b ≤ 1 allow)")
+# η is clamped below 1 at float32's resolution (1 - 1e-12 rounds to 1.0, and log(1 - η) = -inf once η
+# reaches 1, which a = 1, b ≤ 1 allow): found by the hypothesis test below.
 
 
-@pytest.mark.xfail(strict=True, reason=ETA_CLAMP)
 @pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
 def test_one_feature_and_four_samples(likelihood):
     """With G = 1 the default b = G = 1 lets η_k = p*_k reach 1.0: found by the hypothesis test
@@ -445,7 +428,6 @@ def test_one_feature_and_four_samples(likelihood):
     extreme_fit(Xd, np.array(["a", "a", "b", "b"]), likelihood=likelihood, max_epochs=2, batch_size=1)
 
 
-@pytest.mark.xfail(strict=True, reason=ETA_CLAMP)
 @pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
 def test_beta_prior_with_b_of_1(likelihood):
     """b = 1 is a valid Beta prior, and diverged on every fit tried (5 to 20 features)."""
@@ -599,7 +581,7 @@ def test_random_settings_fit_or_get_a_documented_error(params):
     _fit_or_documented_error(Xd, study, **{"hidden": (4, 4), **params})
 
 
-# Settings whose checks model.py is still to call (see NEEDS_MODEL_CALL).
+# Settings whose checks model.py calls (they were added after the first catalogue).
 GOOD_AND_BAD_PENDING = {
     "lambda0": [(1.0, 10.0, 15.0), [1, 5, 5], 10.0, None, "abc", (1.0, 2.0)],
     "anneal_fractions": [(0.05, 0.25), [0.0, 0.0], 0.5, None, (float("nan"), 0.1), ("a", "b")],
@@ -611,7 +593,6 @@ GOOD_AND_BAD_PENDING = {
 FEATURE_NAMES = [None, list("abcde"), pd.Index(range(5)), list("abcca"), "abcde", list("abcd"), [None] * 5]
 
 
-@pytest.mark.xfail(strict=True, reason=NEEDS_MODEL_CALL)
 @settings(HYPOTHESIS, phases=[Phase.explicit, Phase.generate])  # no shrinking while it is expected to fail
 @given(params=st.fixed_dictionaries({}, optional={k: st.sampled_from(v) for k, v in GOOD_AND_BAD_PENDING.items()}),
        feature_names=st.sampled_from(FEATURE_NAMES))

@@ -181,17 +181,12 @@ class MSSVAE(BaseEstimator):
         s["lr"] = val.check_positive_float(pick(self.lr, "lr"), "lr")
         s["lr_W"] = val.check_positive_float(pick(self.lr_W, "lr_W"), "lr_W")
         s["lambda1"] = val.check_positive_float(self.lambda1, "lambda1")
-        lam0 = tuple(val.check_positive_float(v, f"lambda0[{i}]") for i, v in enumerate(self.lambda0))
-        if len(lam0) != 3:
-            raise ValueError(f"`lambda0` must have 3 values (the annealing stages); got {self.lambda0}")
-        fr = tuple(float(f) for f in self.anneal_fractions)
-        if len(fr) != 2 or min(fr) < 0 or sum(fr) > 1:
-            raise ValueError(f"`anneal_fractions` must be 2 non-negative fractions summing to ≤ 1; got {fr}")
-        s["schedule"] = Lambda0Schedule(lam0, fr)
+        s["schedule"] = Lambda0Schedule(val.check_lambda0(self.lambda0),
+                                        val.check_anneal_fractions(self.anneal_fractions))
         s["a"] = val.check_positive_float(self.a, "a")
         s["b"] = float(n_features) if self.b is None else val.check_positive_float(self.b, "b")
         s["prior_scale"] = val.check_positive_float(self.prior_scale, "prior_scale")
-        s["normalize_decoder"] = bool(pick(self.normalize_decoder, "normalize_decoder"))
+        s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
             mode = "calibrated" if likelihood == "nb" else "fixed"
@@ -206,8 +201,8 @@ class MSSVAE(BaseEstimator):
             raise ValueError(f"`precision` must be 'auto', 'fp32' or 'bf16'; got {self.precision!r}")
         if self.feature_chunk_size is not None:
             val.check_positive_int(self.feature_chunk_size, "feature_chunk_size")
-        if not isinstance(self.random_state, (int, np.integer)) or isinstance(self.random_state, bool):
-            raise TypeError(f"`random_state` must be an integer seed; got {self.random_state!r}")
+        val.check_random_state(self.random_state)
+        val.check_bool(self.verbose, "verbose")
         return s
 
     def _autocast_dtype(self, device: torch.device) -> torch.dtype | None:
@@ -219,12 +214,7 @@ class MSSVAE(BaseEstimator):
         return None
 
     def _resolve_device(self) -> torch.device:
-        try:
-            device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
-                                  else "cpu" if self.device == "auto" else self.device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or a torch device; got {self.device!r}") \
-                from None
+        device = val.check_device(self.device)
         if device.type == "cuda" and device.index is None and _rank() is not None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per torchrun process
         return device
@@ -263,11 +253,8 @@ class MSSVAE(BaseEstimator):
         self.prior_weight_ = s["prior_weight"]
         self._normalize_decoder = s["normalize_decoder"]
         G = X.shape[1]
-        if feature_names is None:
-            feature_names = np.array([f"feature_{j}" for j in range(G)])
-        feature_names = np.asarray(feature_names).astype(str)
-        if feature_names.shape != (G,):
-            raise ValueError(f"`feature_names` must have {G} entries; got shape {feature_names.shape}")
+        feature_names = val.check_feature_names(feature_names, G)
+        val.warn_constant_features(X, feature_names)
         if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)) \
                 or checkpoint_every < 1:
             raise ValueError(f"`checkpoint_every` must be a positive integer; got {checkpoint_every!r}")
@@ -389,6 +376,8 @@ class MSSVAE(BaseEstimator):
         """Data-dependent prior settings (Appendix C.2.1, §2.4), as plain floats for saving."""
         if s["likelihood"] == "gaussian":
             variances = X.var(0, ddof=1)
+            # Constant features would put the 5 % quantile at 0 and every σ² at the floor.
+            variances = variances[variances > 0] if (variances > 0).any() else variances
             return {
                 "noise": (s["noise_alpha"], lk.inverse_gamma_beta(variances, s["noise_alpha"])),
                 "noise_init": max(float(np.quantile(variances, 0.05)), 1e-6),
@@ -467,7 +456,9 @@ class MSSVAE(BaseEstimator):
     # ------------------------------------------------------------------ inference
     def _check_fitted(self):
         if not hasattr(self, "module_"):
-            raise RuntimeError("This MSSVAE is not fitted yet: call `fit(X, study)` first")
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("This MSSVAE is not fitted yet: call `fit(X, study)` first")
 
     def _prepare(self, X, study):
         self._check_fitted()

@@ -53,7 +53,7 @@ def e_step(W: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float):
     p_star : (G, K) posterior inclusion probabilities.
     lambda_star : (G, K) adaptive penalty λ1 p* + λ0 (1 - p*).
     """
-    eta = eta.clamp(_ETA_EPS, 1.0 - _ETA_EPS)
+    eta = eta.clamp(_ETA_EPS, 1.0 - torch.finfo(eta.dtype).eps)
     # The ratio of slab to spike density, written as a logit so that λ0|w| in the hundreds does not
     # overflow exp(): logit p* = log η/(1-η) + log λ1/λ0 + (λ0 - λ1)|w|.
     logit = (
@@ -74,7 +74,7 @@ def m_step_eta(p_star: torch.Tensor, a: float, b: float) -> torch.Tensor:
     """
     G = p_star.shape[0]
     eta = (p_star.sum(0) + a - 1.0) / (G + a + b - 2.0)
-    return eta.clamp(_ETA_EPS, 1.0 - _ETA_EPS)
+    return eta.clamp(_ETA_EPS, 1.0 - torch.finfo(eta.dtype).eps)
 
 
 def ssl_log_prior(
@@ -103,7 +103,7 @@ def ssl_log_prior(
         Relative weights (mean 1) of each feature's penalty row, for a prior calibrated per feature.
     """
     G = W.shape[0]
-    eta = eta.clamp(_ETA_EPS, 1.0 - _ETA_EPS)
+    eta = eta.clamp(_ETA_EPS, 1.0 - torch.finfo(eta.dtype).eps)
     scaled = lambda_star if row_weight is None else lambda_star * row_weight.unsqueeze(-1)
     penalty = -(scaled * W.abs()).sum()
     normalisers = (p_star * math.log(lambda1 / 2.0) + (1.0 - p_star) * math.log(lambda0 / 2.0)).sum()

@@ -83,9 +83,13 @@ class BalancedBatches:
 
     def _take(self, s: int) -> np.ndarray:
         q = self._queues[s]
-        while len(q) < self.per_study:
-            perm = torch.randperm(len(self.groups[s]), generator=self.gen).numpy()
-            q = np.concatenate([q, self.groups[s][perm]])
+        if len(q) < self.per_study:
+            # All the reshuffled cycles needed at once: one concatenation, linear in per_study even
+            # when the batch is many times a small study (batch_size >> N).
+            cycles = -(-(self.per_study - len(q)) // len(self.groups[s]))
+            perms = [self.groups[s][torch.randperm(len(self.groups[s]), generator=self.gen).numpy()]
+                     for _ in range(cycles)]
+            q = np.concatenate([q, *perms])
         self._queues[s] = q[self.per_study:]
         return q[: self.per_study]
 
