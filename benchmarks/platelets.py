@@ -69,11 +69,14 @@ def main() -> None:
     exe = [sys.executable, "-m", "mssvae.cli"]
     threads = [] if a.threads is None else ["--threads", str(a.threads)]
     h5ad, fit_dir, enrich_dir = a.work / "platelets.h5ad", a.work / "fit", a.work / "enrich"
-    seconds: dict[str, float | None] = {}
+    # Stage times persist in the work folder, so a rerun that skips the fit still reports its time.
+    times_file = a.work / "stage_seconds.json"
+    seconds: dict[str, float | None] = json.loads(times_file.read_text()) if times_file.exists() else {}
 
     def stage(name, done: Path, cmd):
         if a.redo or not done.exists():
             seconds[name] = run(cmd, a.work / f"{name}.log")
+            times_file.write_text(json.dumps(seconds))
         else:
             print(f"[{name}] {done} exists, skipped (--redo to rerun)")
             seconds.setdefault(name, None)
