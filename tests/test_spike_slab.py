@@ -53,6 +53,15 @@ def test_penalty_gradient_is_minus_lambda_star_sign_w():
     assert torch.allclose(W.grad, -lam * torch.sign(W.detach()))
 
 
+def test_per_feature_weights_scale_each_row_of_the_penalty_gradient():
+    W = torch.tensor([[0.5, -1.0], [0.3, 2.0]], requires_grad=True)
+    eta = torch.tensor([0.5, 0.5])
+    p, lam = e_step(W.detach(), eta, 10.0, 0.1)
+    rows = torch.tensor([0.5, 1.5])
+    ssl_log_prior(W, p, lam, eta, 1.0, 2.0, 10.0, 0.1, row_weight=rows).backward()
+    assert torch.allclose(W.grad, -rows[:, None] * lam * torch.sign(W.detach()))
+
+
 def test_lambda0_annealing_follows_appendix_c2():
     s = Lambda0Schedule()
     values = np.array([s(e, 100) for e in range(100)])

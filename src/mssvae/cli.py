@@ -255,7 +255,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Weight of the spike-and-slab log-prior: a number, fixed (N/300), calibrated (to the "
                    "likelihood's Fisher information) or auto (default: fixed for gaussian, calibrated for nb).")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Constant of the auto prior weight, prior_scale * N * Fisher information (default 1e-3).")
+              help="Constant of the calibrated prior weight, prior_scale * N * Fisher information (default 2e-3).")
+@click.option("--prior-per-feature", is_flag=True, default=None,
+              help="Calibrated weight per feature, from each feature's own Fisher information (README).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_out"),
@@ -269,8 +271,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, seed, device, output_dir, overwrite, quiet, threads, checkpoint_dir,
-        checkpoint_every):
+        prior_weight, prior_scale, prior_per_feature, seed, device, output_dir, overwrite, quiet, threads,
+        checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -294,7 +296,8 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
         raise _fail(err, f"cannot read {input}: ") from None
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
-                 prior_weight=prior_weight, prior_scale=prior_scale, random_state=seed, device=device)
+                 prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
+                 random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()

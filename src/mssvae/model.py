@@ -92,6 +92,13 @@ class MSSVAE(BaseEstimator):
         ("Prior/likelihood balance") for the measurements behind it.
     prior_scale : float
         Constant of the "calibrated" weight (2e-3).  Larger switches more entries and factors off.
+    prior_per_feature : bool
+        With a calibrated weight, give each feature's penalty row the weight
+        ``prior_scale · N · Î_j`` from its own running Fisher information Î_j (same mean as the
+        global rule), so highly expressed genes, whose likelihood is sharper, are penalised
+        more.  Off by default: on the §4.2 simulation it raised the median shared consensus
+        from 0.56 to 0.67 at N = 600 (5 of 5 seeds better) but lowered it at N = 285, M = 7
+        (README, "Counts (NB)").
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -135,7 +142,7 @@ class MSSVAE(BaseEstimator):
     def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
-                 normalize_decoder=None,
+                 prior_per_feature=False, normalize_decoder=None,
                  noise_alpha=1.5, feature_chunk_size=None, device="auto", precision="auto", random_state=0,
                  verbose=False):
         self.n_shared = n_shared
@@ -153,6 +160,7 @@ class MSSVAE(BaseEstimator):
         self.b = b
         self.prior_weight = prior_weight
         self.prior_scale = prior_scale
+        self.prior_per_feature = prior_per_feature
         self.normalize_decoder = normalize_decoder
         self.noise_alpha = noise_alpha
         self.feature_chunk_size = feature_chunk_size
@@ -186,6 +194,7 @@ class MSSVAE(BaseEstimator):
         s["a"] = val.check_positive_float(self.a, "a")
         s["b"] = float(n_features) if self.b is None else val.check_positive_float(self.b, "b")
         s["prior_scale"] = val.check_positive_float(self.prior_scale, "prior_scale")
+        s["prior_per_feature"] = val.check_bool(self.prior_per_feature, "prior_per_feature")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
@@ -284,7 +293,7 @@ class MSSVAE(BaseEstimator):
                 chunk_size=self._chunk_size(s, G), progress=bool(self.verbose),
                 fault_injection=getattr(self, "_fault_injection", None),
                 autocast_dtype=self._autocast_dtype(device),
-                per_feature_prior=bool(getattr(self, "_per_feature_prior", False)),
+                per_feature_prior=s["prior_per_feature"] and s["prior_weight"] is None,
             )
             rank = _rank() or 0
             if rank:
