@@ -128,8 +128,9 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     assert seen == {"max_epochs": 2, "verbose": False, "study_key": "study", "layer": None}
     assert not (tmp_path / "out").exists()  # nothing created when the fit fails
     seen.clear()
-    run("fit", csv_file, "--prior-weight", "Calibrated", "--prior-scale", "0.01", "-o", tmp_path / "out")
-    assert seen["prior_weight"] == "calibrated" and seen["prior_scale"] == 0.01
+    run("fit", csv_file, "--prior-weight", "Calibrated", "--prior-scale", "0.01", "--prior-per-feature",
+        "-o", tmp_path / "out")
+    assert seen["prior_weight"] == "calibrated" and seen["prior_scale"] == 0.01 and seen["prior_per_feature"] is True
     seen.clear()
     run("fit", csv_file, "--prior-weight", "4", "-o", tmp_path / "out")
     assert seen["prior_weight"] == 4.0

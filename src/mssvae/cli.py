@@ -256,7 +256,7 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
                    "likelihood's Fisher information) or auto (default: fixed for gaussian, calibrated for nb).")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Constant of the calibrated prior weight, prior_scale * N * Fisher information (default 2e-3).")
-@click.option("--prior-per-feature", is_flag=True, default=None,
+@click.option("--prior-per-feature", is_flag=True, flag_value=True, default=None,
               help="Calibrated weight per feature, from each feature's own Fisher information (README).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
@@ -302,8 +302,9 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()
     try:
-        model = fit_anndata(adata, study_key=study_key, layer=layer, verbose=not quiet,
-                            checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every, **kwargs)
+        if checkpoint_dir is not None:
+            kwargs.update(checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
+        model = fit_anndata(adata, study_key=study_key, layer=layer, verbose=not quiet, **kwargs)
     except TrainingDivergedError as err:
         raise _fail(err, "training failed: ") from None
     except (ValueError, TypeError) as err:
