@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from mssvae.model import default_chunk_size
 from mssvae.module import MaskedDecoder
 
 
@@ -79,6 +80,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gemm-n", type=int, default=2048)
+    p.add_argument("--no-loop", action="store_true", help="skip the per-feature loop (chunk-size scans)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     if a.threads:
@@ -86,7 +88,7 @@ def main() -> None:
     torch.manual_seed(0)
     B, G, K = a.batch, a.features, a.latent
     H1, H2 = (int(v) for v in a.hidden.split(","))
-    chunk = a.chunk or max(1, min(G, int(256 * 2**20 // (B * max(H1, H2) * 4 * 3))))  # as MSSVAE._chunk_size
+    chunk = a.chunk or default_chunk_size(B, (H1, H2), G) or G  # what MSSVAE picks
     dec = MaskedDecoder(G, K, (H1, H2))
     z = torch.randn(B, K)
     W = torch.randn(G, K, requires_grad=True)
@@ -94,7 +96,7 @@ def main() -> None:
 
     peak = gemm_peak(a.gemm_n, a.repeats)
     t_step = _median_time(decoder_step(dec, z, W, chunk), a.repeats)
-    t_loop = _median_time(loop_step(dec, z, W), max(1, a.repeats - 2))
+    t_loop = float("nan") if a.no_loop else _median_time(loop_step(dec, z, W), max(1, a.repeats - 2))
     peak_after = gemm_peak(a.gemm_n, a.repeats)  # the machine's state may drift during the run
     peak = max(peak, peak_after)
     row = dict(
