@@ -301,7 +301,7 @@ def test_preprocess_counts_table_with_sample_sheet(tmp_path):
     counts, sheet = _counts_table(tmp_path)
     out = tmp_path / "prep.h5ad"
     res = run("preprocess", tmp_path / "counts.csv.gz", "--samples", tmp_path / "samples.csv", "--study-key",
-              "group", "--min-total-log", 8, "--n-top-genes", 20, "-o", out)
+              "group", "--min-total-log", 8, "--n-top-genes", 20, "--id-map", "none", "-o", out)
     assert res.exit_code == 0, res.output
     a = ad.read_h5ad(out)
     assert a.n_vars == 20 and "S0" not in a.obs_names and a.n_obs == len(sheet) - 1
@@ -310,6 +310,18 @@ def test_preprocess_counts_table_with_sample_sheet(tmp_path):
     assert np.array_equal(a[["S5"]].X.ravel(), counts.loc[a.var_names, "S5"].to_numpy())
     report = pd.read_csv(tmp_path / "prep_report.csv")
     assert report["removed_samples"].sum() == 1 and report["genes_after"].iloc[-1] == 20
+
+
+def test_preprocess_maps_ensembl_ids_with_the_shipped_map_by_default(tmp_path):
+    pytest.importorskip("scanpy")
+    _counts_table(tmp_path)
+    out = tmp_path / "prep.h5ad"
+    ok(run("preprocess", tmp_path / "counts.csv.gz", "--samples", tmp_path / "samples.csv", "--study-key",
+           "group", "--min-total-log", 8, "--n-top-genes", 60, "--min-cpm", 0, "--min-gene-counts", 0, "-o", out))
+    a = ad.read_h5ad(out)
+    # ENSG00000000003 and ENSG00000000005 are real ids (TSPAN6, TNMD); the other made-up ids stay as they are
+    assert {"TSPAN6", "TNMD"} <= set(a.var_names) and "ENSG00000000001" in set(a.var_names)
+    assert a.var.loc["TSPAN6", "gene_id"].startswith("ENSG00000000003")
 
 
 @pytest.mark.parametrize("extra, fragment", [

@@ -295,6 +295,20 @@ def test_read_id_map_reads_the_shared_org_hs_eg_db_table():
     assert m["ENSG00000121410"] == "A1BG"
 
 
+def test_shipped_human_map_is_the_org_hs_eg_db_table():
+    from mssvae.preprocess import load_builtin_id_map, looks_like_human_ensembl
+
+    m = load_builtin_id_map("hs")
+    assert m.index.is_unique and 39_000 < len(m) <= 40_102
+    assert m["ENSG00000121410"] == "A1BG" and m["ENSG00000000003"] == "TSPAN6"
+    if ID_MAP.is_file():  # built by scripts/build_id_map.py from the same Debian package as the shared file
+        assert m.equals(read_id_map(ID_MAP))
+    assert looks_like_human_ensembl(["ENSG00000121410.3", "ENSG00000000003", "foo"])
+    assert not looks_like_human_ensembl(["A1BG", "TSPAN6", "ENSMUSG00000000001"])
+    with pytest.raises(ValueError, match="not a shipped map"):
+        load_builtin_id_map("mouse")
+
+
 # ---------------------------------------------------------------------------------------------- real data
 
 

@@ -343,8 +343,10 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
 @click.option("--min-cpm-fraction", type=click.FloatRange(0, 1), default=0.2, show_default=True)
 @click.option("--n-top-genes", type=click.IntRange(min=1), default=5000, show_default=True,
               help="Genes kept by Pearson residuals of an NB offset model (scanpy).")
-@click.option("--id-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Two-column table Ensembl id -> symbol; var names become symbols (ids kept in var).")
+@click.option("--id-map", default="auto", show_default=True,
+              help="Ensembl id -> symbol: 'auto' (the shipped human map when the genes are ENSG ids), "
+                   "'hs' (the shipped human map), 'none', or a two-column table file. Var names become "
+                   "symbols; the ids are kept in var.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .h5ad (raw counts of the kept samples x genes); the report is written beside it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
@@ -359,7 +361,14 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
     import anndata as ad
 
     from .io import read_counts_table
-    from .preprocess import map_gene_ids, preprocess_counts, read_id_map
+    from .preprocess import (
+        BUILTIN_ID_MAPS,
+        load_builtin_id_map,
+        looks_like_human_ensembl,
+        map_gene_ids,
+        preprocess_counts,
+        read_id_map,
+    )
 
     report_path = output.with_name(output.stem + "_report.csv")
     for p in (output, report_path):
@@ -380,8 +389,12 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
         out, report = preprocess_counts(adata, study_key, layer=layer, min_total_log=min_total_log,
                                         min_gene_counts=min_gene_counts, min_cpm=min_cpm,
                                         min_cpm_fraction=min_cpm_fraction, n_top_genes=n_top_genes)
-        if id_map is not None:
-            out = map_gene_ids(out, read_id_map(id_map))
+        if id_map == "auto":
+            id_map = "hs" if looks_like_human_ensembl(out.var_names) else "none"
+        if id_map in BUILTIN_ID_MAPS:
+            out = map_gene_ids(out, load_builtin_id_map(id_map))
+        elif id_map != "none":
+            out = map_gene_ids(out, read_id_map(Path(id_map)))
     except (ValueError, TypeError, ImportError) as err:
         raise _fail(err) from None
     output.parent.mkdir(parents=True, exist_ok=True)

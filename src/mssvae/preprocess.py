@@ -389,6 +389,28 @@ def map_gene_ids(adata, id_map, keep_unmapped: bool = True, layer: str | None = 
     return out
 
 
+# Shipped maps (built by scripts/build_id_map.py from Debian's r-bioc-org.hs.eg.db 3.16.0; provenance
+# in the .json beside each file).
+BUILTIN_ID_MAPS = {"hs": "ensembl_to_symbol_hs.tsv.gz"}
+
+
+def load_builtin_id_map(name: str = "hs") -> pd.Series:
+    """The shipped Ensembl id → symbol map ``name`` ("hs": human, 40,102 rows), as :func:`read_id_map`."""
+    from importlib.resources import as_file, files
+
+    if name not in BUILTIN_ID_MAPS:
+        raise ValueError(f"`id_map` {name!r} is not a shipped map; choose from {sorted(BUILTIN_ID_MAPS)} "
+                         "or give a file")
+    with as_file(files("mssvae") / "data" / BUILTIN_ID_MAPS[name]) as path:
+        return read_id_map(path)
+
+
+def looks_like_human_ensembl(names, min_share: float = 0.5) -> bool:
+    """Whether most ``names`` are human Ensembl gene ids (ENSG…), so the shipped map applies."""
+    names = pd.Index(names).astype(str)
+    return len(names) > 0 and float(names.str.match(r"^ENSG[0-9]{11}").mean()) >= min_share
+
+
 def read_id_map(path) -> pd.Series:
     """Read an Ensembl id → symbol table: two columns (ensembl_id, symbol), TSV or CSV, optionally gzipped.
 
