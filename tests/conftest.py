@@ -45,3 +45,34 @@ def small_counts():
     mu = np.exp(rng.normal(3, 1, size=G))
     X = rng.poisson(mu, size=(n, G)).astype(np.float32)
     return X, study
+
+
+@pytest.fixture
+def one_thread():
+    """Torch's intra-op threads fight over a busy 2-core machine (10x slower for tiny models)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run(*args):
+    """Invoke the `mssvae` command line in-process."""
+    from click.testing import CliRunner
+
+    from mssvae.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_clean_error(result, *fragments):
+    """Non-zero exit, a single `Error:` line naming the problem, no traceback."""
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for f in fragments:
+        assert f in errors[0], errors[0]

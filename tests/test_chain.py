@@ -16,22 +16,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from click.testing import CliRunner
+from conftest import run
 
-from mssvae.cli import main
 from mssvae.simulate import simulate_rnaseq
 
 N_JUNK, N_DECOYS = 5, 6
 PLANTED = ("TERM_A", "TERM_B", "TERM_C", "TERM_D", "TERM_E")  # shared 0, shared 1, study1, study2, study3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_data(seed: int):
@@ -81,8 +74,8 @@ def planted_data(seed: int):
     return adata, modules, terms
 
 
-def run(*args):
-    res = CliRunner().invoke(main, [str(a) for a in args])
+def run_ok(*args):
+    res = run(*args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     return res
 
@@ -94,15 +87,15 @@ def run_chain(tmp_path, seed: int):
     (tmp_path / "terms.gmt").write_text("".join(f"{t}\tna\t" + "\t".join(g) + "\n" for t, g in terms.items()))
     data = tmp_path / "raw.h5ad"
     if importlib.util.find_spec("scanpy") is not None:  # the `test` extra installs it; preprocess needs it
-        run("preprocess", data, "--study-key", "study", "--min-total-log", 10, "--n-top-genes", 45,
+        run_ok("preprocess", data, "--study-key", "study", "--min-total-log", 10, "--n-top-genes", 45,
             "-o", tmp_path / "prep.h5ad")
         data = tmp_path / "prep.h5ad"
     # Small networks, 400 epochs of 5 steps: the settings of tests/test_nb_recovery.py.
-    run("fit", data, "--likelihood", "nb", "--n-shared", 4, "--n-specific", 2, "--hidden", "16,16",
+    run_ok("fit", data, "--likelihood", "nb", "--n-shared", 4, "--n-specific", 2, "--hidden", "16,16",
         "--epochs", 400, "--batch-size", 64, "--seed", 0, "--threads", 1, "--quiet", "-o", tmp_path / "fit")
-    run("enrich", tmp_path / "fit" / "model", "--gmt", tmp_path / "terms.gmt", "--min-term-size", 5,
+    run_ok("enrich", tmp_path / "fit" / "model", "--gmt", tmp_path / "terms.gmt", "--min-term-size", 5,
         "-o", tmp_path / "enr")
-    run("report", tmp_path / "fit", "--enrich-dir", tmp_path / "enr", "--covariate", "batch", "--threads", 1)
+    run_ok("report", tmp_path / "fit", "--enrich-dir", tmp_path / "enr", "--covariate", "batch", "--threads", 1)
     return modules, terms
 
 

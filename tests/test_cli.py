@@ -4,27 +4,17 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from click.testing import CliRunner
+from conftest import assert_clean_error, run
 
 from mssvae import MSSVAE
-from mssvae.cli import main
 
 # Tiny networks and few epochs: every fit here takes a second or two.
 FAST = ["--hidden", "8,8", "--epochs", "3", "--batch-size", "32", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Torch's intra-op threads fight over a busy 2-core machine (10x slower for these tiny models).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def ok(result):
@@ -32,15 +22,6 @@ def ok(result):
     return result
 
 
-def assert_clean_error(result, *fragments):
-    """Non-zero exit, a single `Error:` line naming the problem, no traceback."""
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for f in fragments:
-        assert f in errors[0], errors[0]
 
 
 def make_table(n=12, G=9, studies=("s1", "s2", "s3"), seed=0):

@@ -13,11 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import two_block_data
+from conftest import assert_clean_error, run, two_block_data
 
 from mssvae import MSSVAE
-from mssvae.cli import main
 from mssvae.enrichment import enrich, enrichment_summary, gene_sets_from_model, top_terms, write_gmt
 from mssvae.io import write_anndata
 from mssvae.report import SECTIONS, ReportWarning, build_report, read_enrichment_dir, write_report
@@ -28,13 +26,7 @@ EVIL_BATCH = '<img src=x onerror="alert(1)">'
 EVIL_TITLE = "Report <b>&</b> </title><script>alert(2)</script>"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Torch's intra-op threads fight over a busy 2-core machine (10x slower for these tiny models).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -208,18 +200,8 @@ def test_api_rejects_bad_input_with_clear_errors(fitted, tmp_path):
 # ---------------------------------------------------------------------------------------------- command line
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_clean_error(result, *fragments):
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    for f in fragments:
-        assert f in errors[0], errors[0]
 
 
 @pytest.fixture(scope="module")
