@@ -132,7 +132,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     elif prior_weight is None:
         info_ema = _probe_information(module, X, study, sampler, weight, cfg)
         if world > 1:
-            probe = torch.tensor([info_ema], dtype=torch.float64)
+            probe = torch.tensor([info_ema], dtype=torch.float64, device=device)  # NCCL reduces on the GPU
             dist.all_reduce(probe)
             info_ema = float(probe) / world
     else:
@@ -210,7 +210,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                         sums[k] = sums.get(k, 0.0) + float(v.detach())
             if world > 1:  # the history is the mean over ranks, the same on every rank
                 keys = sorted(sums)
-                vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+                vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
                 dist.all_reduce(vec)
                 sums = {k: float(v) / world for k, v in zip(keys, vec)}
             record = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
