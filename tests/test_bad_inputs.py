@@ -619,3 +619,8 @@ def test_random_data_at_transform_transform_or_get_a_documented_error(data):
         return
     assert Z.shape == (_n_rows(Xd), len(model.factor_names_))
     assert np.isfinite(Z).all()
+
+
+def test_likelihood_given_as_an_array_is_named():
+    with pytest.raises((ValueError, TypeError), match="`likelihood`"):
+        MSSVAE(likelihood=np.array(["nb", "gaussian"]), **FAST).fit(X, S)

@@ -255,7 +255,9 @@ class MSSVAE(BaseEstimator):
         """
         if feature_names is None and isinstance(X, pd.DataFrame):
             feature_names = X.columns.astype(str).to_numpy()
-        X = val.check_X(X, self.likelihood if self.likelihood in val.LIKELIHOODS else "gaussian")
+        # X is checked first (its errors are the commonest); a bad `likelihood` is named by _settings below.
+        known = isinstance(self.likelihood, str) and self.likelihood in val.LIKELIHOODS
+        X = val.check_X(X, self.likelihood if known else "gaussian")
         study = val.check_study(study, X.shape[0])
         labels, codes = val.check_studies_for_fit(study)
         s = self._settings(labels, X.shape[1], X.shape[0])
