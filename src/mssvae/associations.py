@@ -91,9 +91,16 @@ def model_factor_associations(model, X, study, obs: pd.DataFrame, covariates, **
     each factor tested on the samples that own it (all samples for shared factors, study m's
     for study m's).  ``obs`` has one row per sample of X, in the same order."""
     Z = model.transform(X, study)
+    return factor_associations(Z, obs, covariates, factor_names=model.factor_names_,
+                               owner=factor_owner(model, study), **kwargs)
+
+
+def factor_owner(model, study) -> np.ndarray:
+    """(N, K) bool: sample i has factor k (every sample its shared factors, study m's samples study
+    m's own), in the column order of ``model.factor_names_``."""
     labels = np.asarray(study).astype(str)
-    owner = np.zeros(Z.shape, dtype=bool)
+    owner = np.zeros((len(labels), len(model.factor_names_)), dtype=bool)
     owner[:, : model.module_.n_shared] = True
     for lab, k, start in zip(model.studies_, model.module_.n_specific, model.module_.block_starts):
         owner[labels == str(lab), start:start + k] = True
-    return factor_associations(Z, obs, covariates, factor_names=model.factor_names_, owner=owner, **kwargs)
+    return owner

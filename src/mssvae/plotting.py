@@ -75,6 +75,14 @@ def _as_matrix(W, name: str) -> np.ndarray:
     return arr
 
 
+def _names(values, n: int, arg: str, what: str) -> list[str]:
+    """``values`` as n strings, or a ValueError naming ``arg``."""
+    names = [str(v) for v in values]
+    if len(names) != n:
+        raise ValueError(f"`{arg}` has {len(names)} names for {n} {what}")
+    return names
+
+
 def _blocks(W_shared, W_specific) -> list[tuple[str, np.ndarray]]:
     """[("shared", W^(S)), (study, W^(m)), ...] with shape checks; a sequence of W^(m) is labelled
     study1, study2, ...; W_shared=None means no shared block."""
@@ -553,9 +561,7 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
     labels = np.asarray(study).astype(str)
     if labels.shape != (N,):
         raise ValueError(f"`study` must have one label per row of Z ({N}); got shape {labels.shape}")
-    names = [str(f) for f in factor_names]
-    if len(names) != K:
-        raise ValueError(f"`factor_names` has {len(names)} names for {K} columns of Z")
+    names = _names(factor_names, K, "factor_names", "columns of Z")
     own = np.ones((N, K), dtype=bool) if owner is None else np.asarray(owner, dtype=bool)
     if own.shape != (N, K):
         raise ValueError(f"`owner` must have the shape of Z {(N, K)}; got {own.shape}")
@@ -627,12 +633,8 @@ def plot_top_genes(W, feature_names, factor_names, n: int = 10, factors=None, th
     """
     W = _as_matrix(W, "W")
     G, K = W.shape
-    genes = [str(g) for g in feature_names]
-    names = [str(f) for f in factor_names]
-    if len(genes) != G:
-        raise ValueError(f"`feature_names` has {len(genes)} names for {G} rows of W")
-    if len(names) != K:
-        raise ValueError(f"`factor_names` has {len(names)} names for {K} columns of W")
+    genes = _names(feature_names, G, "feature_names", "rows of W")
+    names = _names(factor_names, K, "factor_names", "columns of W")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"`n` must be a positive integer; got {n!r}")
     threshold = float(threshold)

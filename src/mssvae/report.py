@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .associations import factor_associations
+from .associations import factor_associations, factor_owner
 from .enrichment import enrichment_summary, gene_sets_from_model, top_terms
 
 __all__ = [
@@ -327,16 +327,7 @@ class _Context:
         incl = [model.inclusion_shared_] + [model.inclusion_specific_[s] for s in model.studies_]
         self.W = np.hstack(blocks)  # (G, K) in the column order of factor_names_
         self.P = np.hstack(incl)
-        # owner[i, k]: sample i has factor k (all samples for shared factors, study m's for study m's)
-        self.block = ["shared"] * model.W_shared_.shape[1]
-        self.owner = np.zeros(Z.shape, dtype=bool)
-        self.owner[:, : model.W_shared_.shape[1]] = True
-        start = model.W_shared_.shape[1]
-        for lab, s in zip(model.studies_, self.studies):
-            k = model.W_specific_[lab].shape[1]
-            self.owner[labels == s, start:start + k] = True
-            self.block += [s] * k
-            start += k
+        self.owner = factor_owner(model, labels)
         self.active = np.flatnonzero((np.abs(self.W) > self.threshold).any(axis=0))
 
     def figure(self, fig, caption: str) -> str:
