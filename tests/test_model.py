@@ -111,28 +111,6 @@ def test_table2_defaults_per_likelihood(blocks):
     assert m.module_.decoder.V1.weight.shape[0] == 50
 
 
-def test_feature_chunks_do_not_change_the_objective_or_its_gradient(blocks):
-    # Compared on one evaluation: after training, Adam turns last-digit rounding differences of
-    # near-zero gradients into full steps, so fitted values differ by ~1e-4 with 1 thread.
-    import torch
-
-    X, study, _, _ = blocks
-    m = MSSVAE(n_shared=3, n_specific=1, max_epochs=1, batch_size=64, random_state=0).fit(X, study)
-    module = m.module_.double()
-    x = torch.as_tensor(X[:64], dtype=torch.float64)
-    st = torch.zeros(64, dtype=torch.long)
-    w = torch.ones(64, dtype=torch.float64)
-    out = []
-    for chunk in (None, 7):
-        torch.manual_seed(0)
-        module.zero_grad()
-        terms, _ = module.loss(x, st, w, 64, 10.0, 0.1, 1.0, 40.0, 1.0, (1.5, 1.0), None, chunk)
-        terms.loss.backward()
-        out.append((terms.loss.item(), module.W.grad.clone()))
-    assert out[0][0] == pytest.approx(out[1][0], rel=1e-12)
-    assert torch.allclose(out[0][1], out[1][1], atol=1e-10)
-
-
 def test_anndata_entry_point_writes_obsm_varm_uns(blocks):
     ad = pytest.importorskip("anndata")
     import pandas as pd

@@ -107,7 +107,7 @@ class MSSVAE(BaseEstimator):
         α of the Inverse-Gamma noise prior (Gaussian only; 1.5).
     feature_chunk_size : int or None
         Decode features in chunks of this size to bound memory (None: chosen so that one
-        chunk's activations stay under ~32 MB, see :func:`default_chunk_size`).
+        chunk's activation stays under 2 MiB on a CPU, 2 GiB on a GPU: :func:`default_chunk_size`).
     device : {"auto", "cpu", "cuda", ...}
         "auto" uses CUDA when available.
     precision : {"auto", "fp32", "bf16"}
@@ -429,7 +429,7 @@ class MSSVAE(BaseEstimator):
         unchunked, 1024 samples × 5000 genes × hidden 64 is 1.3 GB per activation)."""
         if self.feature_chunk_size is not None:
             return int(self.feature_chunk_size)
-        return default_chunk_size(batch, self._hidden, self.n_features_in_)
+        return default_chunk_size(batch, self._hidden, self.n_features_in_, self.device_)
 
     def _set_fitted_attributes(self, s: dict | None = None) -> None:
         module = self.module_
@@ -660,17 +660,18 @@ class MSSVAE(BaseEstimator):
         return model
 
 
-# Activations of one feature chunk: small enough to stay near the CPU's caches.  Measured with
-# benchmarks/decoder_speed.py (1 thread, G = 5000): batch 128 / hidden 64 went from 2.6 s per decoder
-# step at 256 MB (chunk 2730) to 1.5 s at 32 MB (chunk 341); the RNA setting (batch 512, hidden
-# 256/128) took 37-41 s at both 32 MB (chunk 21) and 256 MB (chunk 170).
-CHUNK_BYTES = 32 * 2**20
+# Bytes of one (B·chunk, H) activation of a decoder chunk.  On a CPU, small enough to stay in cache:
+# measured with benchmarks/decoder_speed.py (1 thread, G = 5000, fused chunks), batch 512 / hidden
+# 256/128 ran at 80 % of the GEMM peak with chunk 4 (2 MiB), 70 % at 16-32 and 63 % at 64; batch
+# 128 / hidden 64/64 at 44-54 % for chunks 8-128, best at 64 (2 MiB).  On a GPU a chunk is a set of
+# kernel launches, so chunks are as large as memory comfortably allows.
+CHUNK_BYTES = {"cpu": 2 * 2**20, "cuda": 2 * 2**30}
 
 
-def default_chunk_size(batch_size: int, hidden, n_features: int) -> int | None:
-    """Features per decoder chunk (None: all at once) so a chunk's activations fit in CHUNK_BYTES."""
-    per_feature = batch_size * max(hidden) * 4 * 3  # fp32 bytes of the (B, H) activations, ×3 live
-    chunk = int(CHUNK_BYTES // per_feature)
+def default_chunk_size(batch_size: int, hidden, n_features: int, device: str = "cpu") -> int | None:
+    """Features per decoder chunk (None: all at once) so one activation of a chunk fits CHUNK_BYTES."""
+    budget = CHUNK_BYTES["cuda" if str(device).startswith("cuda") else "cpu"]
+    chunk = int(budget // (batch_size * max(hidden) * 4))
     return None if chunk >= n_features else max(chunk, 1)
 
 

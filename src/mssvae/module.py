@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from . import likelihoods as lk
 from .spike_slab import e_step, ssl_log_prior
@@ -54,10 +53,8 @@ class MaskedDecoder(nn.Module):
     we read it as the concatenation [h2; c], so v_j has H2 + K entries (its last K act on c,
     a per-feature linear term in the masked factors).
 
-    c_ij = W_j ⊙ z~_i is never materialised: V1 c_ij = Σ_k W_jk z_ik V1[:, k] is one batched
-    matmul of W (G, K) with z_i ⊙ V1ᵀ (K, H1), and the skip term is z~ (W ⊙ v_skip)ᵀ.
-    Features are processed in chunks of ``chunk_size`` (with activation checkpointing while
-    training) so memory is bounded by B·chunk·H, not B·G·H.
+    Features are processed in chunks so memory is bounded by B·chunk·H, not B·G·H (while
+    training, by :func:`chunked_sum`).
 
     The scale of W is not identified by this decoder: W[:, k] → s·W[:, k] with V1[:, k] and
     v_skip[:, k] → /s leaves f unchanged (and a global scale can move into V2, b2 and v), so a
@@ -78,33 +75,96 @@ class MaskedDecoder(nn.Module):
         self.v_skip = nn.Parameter(torch.empty(n_features, n_latent).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(n_features).uniform_(-bound, bound))
 
-    def _chunk(self, z: torch.Tensor, W: torch.Tensor, v_hidden, v_skip, bias) -> torch.Tensor:
-        V1, V2 = self.V1.weight, self.V2.weight
-        if self.normalized:
-            V1 = V1 / V1.norm(dim=0, keepdim=True).clamp_min(1e-8)
-            V2 = V2 / V2.norm(dim=1, keepdim=True).clamp_min(1e-8)
-            norm = torch.sqrt((v_hidden**2).sum(1, keepdim=True) + (v_skip**2).sum(1, keepdim=True))
-            v_hidden, v_skip = v_hidden / norm.clamp_min(1e-8), v_skip / norm.clamp_min(1e-8)
-        a = z.unsqueeze(-1) * V1.t().unsqueeze(0)                        # (B, K, H1)
-        h = F.relu(torch.matmul(W, a))                                   # (B, g, H1)
-        h = F.relu(F.linear(h, V2, self.V2.bias))                        # (B, g, H2)
-        out = torch.einsum("bgh,gh->bg", h, v_hidden)
-        return out + z @ (v_skip * W).t() + bias
+    def weights(self):
+        """The shared layers (V1, V2, b2), as stored (:func:`decoder_output` normalises them)."""
+        return self.V1.weight, self.V2.weight, self.V2.bias
 
     def forward(self, z: torch.Tensor, W: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """z: (B, K) latent in the z~ layout; W: (G, K). Returns the pre-activation (B, G)."""
+        """z: (B, K) latent in the z~ layout; W: (G, K). Returns the pre-activation (B, G).
+
+        For inference and plotting; training goes through :func:`chunked_sum`, which fuses the
+        decoder with the likelihood and never keeps a chunk's activations.
+        """
         G = W.shape[0]
-        if chunk_size is None or chunk_size >= G:
-            return self._chunk(z, W, self.v_hidden, self.v_skip, self.bias)
-        outs = []
-        for s in range(0, G, chunk_size):
-            sl = slice(s, s + chunk_size)
-            args = (z, W[sl], self.v_hidden[sl], self.v_skip[sl], self.bias[sl])
-            if torch.is_grad_enabled():
-                outs.append(checkpoint(self._chunk, *args, use_reentrant=False))
-            else:
-                outs.append(self._chunk(*args))
-        return torch.cat(outs, dim=1)
+        step = G if chunk_size is None else chunk_size
+        per = (W, self.v_hidden, self.v_skip, self.bias)
+        return torch.cat([decoder_output(z, *(t[s:s + step] for t in per), *self.weights(), self.normalized)
+                          for s in range(0, G, step)], dim=1)
+
+
+def decoder_output(z, W, v_hidden, v_skip, bias, V1, V2, b2, normalized: bool) -> torch.Tensor:
+    """f_θ(W_j ⊙ z~_i) of Appendix B.1 for a block of g features: (B, K), (g, K), … → (B, g).
+
+    The B·g masked inputs c_ij = W_j ⊙ z_i go through V1 and V2 as two (B·g)-row matrix products,
+    the layout that keeps a CPU near its GEMM peak (a batch of B small (g, K) @ (K, H1) products
+    ran at a fifth of it: benchmarks/decoder_speed.py).
+    """
+    if normalized:
+        V1 = V1 / V1.norm(dim=0, keepdim=True).clamp_min(1e-8)
+        V2 = V2 / V2.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        norm = torch.sqrt((v_hidden**2).sum(1, keepdim=True) + (v_skip**2).sum(1, keepdim=True)).clamp_min(1e-8)
+        v_hidden, v_skip = v_hidden / norm, v_skip / norm
+    B, (g, K) = z.shape[0], W.shape
+    c = (z.unsqueeze(1) * W.unsqueeze(0)).reshape(B * g, K)
+    h = F.relu(c @ V1.t())
+    h = F.relu(torch.addmm(b2, h, V2.t())).view(B, g, -1)
+    return (h * v_hidden).sum(-1) + z @ (v_skip * W).t() + bias
+
+
+class _ChunkedSum(torch.autograd.Function):
+    """Σ over feature chunks of a scalar ``fn``, each chunk's gradients taken as soon as it is computed.
+
+    A chunk's (B, g, H) activations live only while its forward and backward run, so memory is
+    bounded by the chunk, and nothing is recomputed (activation checkpointing would run every
+    forward twice).  ``backward`` only scales the stored gradients by the incoming one.
+    """
+
+    @staticmethod
+    def forward(ctx, fn, chunk, n_shared, dims, *tensors):
+        need = [t.requires_grad for t in tensors]
+        grads = [torch.zeros_like(t) if r else None for t, r in zip(tensors, need)]
+        shared = [t.detach().requires_grad_(r) for t, r in zip(tensors[:n_shared], need)]
+        per = tensors[n_shared:]
+        G = per[0].shape[dims[0]]
+        total = None
+        with torch.enable_grad():
+            for s in range(0, G, chunk):
+                g = min(chunk, G - s)
+                sliced = [t.detach().narrow(d, s, g).requires_grad_(r)
+                          for t, d, r in zip(per, dims, need[n_shared:])]
+                value = fn(*shared, *sliced)
+                inputs = [(i, t) for i, t in enumerate(shared + sliced) if t.requires_grad]
+                parts = torch.autograd.grad(value, [t for _, t in inputs], allow_unused=True)
+                for (i, _), part in zip(inputs, parts):
+                    if part is None:
+                        continue
+                    if i < n_shared:
+                        grads[i] += part
+                    else:
+                        grads[i].narrow(dims[i - n_shared], s, g).copy_(part)
+                total = value.detach() if total is None else total + value.detach()
+        ctx.grads = grads
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return (None, None, None, None, *(None if g is None else g * grad_out for g in ctx.grads))
+
+
+def chunked_sum(fn, shared, per_feature, dims, chunk_size: int | None) -> torch.Tensor:
+    """``fn(*shared, *per_feature)`` summed over chunks of features (all at once if chunk_size is None).
+
+    ``per_feature[i]`` is cut along ``dims[i]``; ``fn`` must return a scalar that is a sum over
+    features (the log-likelihood of Eq. 2.4 is), so the chunked value and its gradients equal the
+    plain ones up to float rounding.
+    """
+    G = per_feature[0].shape[dims[0]]
+    if chunk_size is None or chunk_size >= G:
+        return fn(*shared, *per_feature)
+    if not torch.is_grad_enabled():
+        return sum(fn(*shared, *(t.narrow(d, s, min(chunk_size, G - s)) for t, d in zip(per_feature, dims)))
+                   for s in range(0, G, chunk_size))
+    return _ChunkedSum.apply(fn, int(chunk_size), len(shared), tuple(dims), *shared, *per_feature)
 
 
 @dataclass
@@ -250,36 +310,52 @@ class MSSVAEModule(nn.Module):
         kl_shared = kl[:, : self.n_shared].sum(-1)
         kl_specific = kl[:, self.n_shared:].sum(-1)
 
-        f = self.decode(z, chunk_size)
+        w = sample_weight
+        dec = self.decoder
+        shared = (z, *dec.weights(), w)
+        per_feature = [x, self.W, dec.v_hidden, dec.v_skip, dec.bias]
         kl_library = torch.zeros_like(kl_shared)
         if self.likelihood == "gaussian":
-            log_lik = lk.gaussian_log_lik(x, f, self.log_var).sum(-1)
+            def weighted_log_lik(z, V1, V2, b2, w, x, W, vh, vs, bias, log_var):
+                f = decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized)
+                return (w * lk.gaussian_log_lik(x, f, log_var).sum(-1)).sum()
+
+            log_lik = chunked_sum(weighted_log_lik, shared, per_feature + [self.log_var], (1, 0, 0, 0, 0, 0),
+                                  chunk_size)
             alpha, beta = noise_prior
             log_prior_noise = lk.inverse_gamma_log_prior(self.log_var, alpha, beta).sum()
             info_g = lk.gaussian_fisher_info(self.log_var.detach())  # the same for every sample
-            info = info_g.mean()
         else:
             l_mean, l_log_var = self.encode_library(x)
             log_l = l_mean + torch.exp(0.5 * l_log_var) * torch.randn_like(l_mean)
-            mu = torch.exp(log_l).unsqueeze(-1) * f
-            log_lik = lk.nb_log_lik(x, mu, torch.exp(self.log_phi)).sum(-1)
             kl_library = lk.kl_lognormal(l_mean, l_log_var, *library_prior)
             log_prior_noise = x.new_zeros(())
-            info_ij = lk.nb_fisher_info(mu.detach(), f.detach(), torch.exp(self.log_phi.detach()))
-            info_g = (sample_weight.unsqueeze(-1) * info_ij).sum(0) / sample_weight.sum()
-            info = info_g.mean()
+            info_parts = []   # (g,) Fisher information of each chunk's features, a side output
+
+            def weighted_log_lik(z, V1, V2, b2, w, log_l, x, W, vh, vs, bias, log_phi):
+                f = F.softplus(decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized))
+                mu = torch.exp(log_l).unsqueeze(-1) * f
+                phi = torch.exp(log_phi)
+                with torch.no_grad():
+                    info_parts.append((w.unsqueeze(-1) * lk.nb_fisher_info(mu, f, phi)).sum(0) / w.sum())
+                # Weighted sums, not w @ …: under bf16 autocast a matmul would round the log-likelihood.
+                return (w * lk.nb_log_lik(x, mu, phi).sum(-1)).sum()
+
+            log_lik = chunked_sum(weighted_log_lik, shared + (log_l,), per_feature + [self.log_phi],
+                                  (1, 0, 0, 0, 0, 0), chunk_size)
+            info_g = torch.cat(info_parts)
+        info = info_g.mean()
 
         p_star, lambda_star = e_step(self.W.detach(), self.eta, lambda0, lambda1)
         # One call covers W^(S) and every W^(m): the terms are per column, each column has its own η_k.
         log_prior_masks = ssl_log_prior(self.W, p_star, lambda_star, self.eta, a, b, lambda0, lambda1,
                                         prior_row_weight)
 
-        w = sample_weight
-        data = (w * (log_lik - kl_shared - kl_specific - kl_library)).sum()
+        data = log_lik - (w * (kl_shared + kl_specific + kl_library)).sum()
         bound = data + prior_weight * log_prior_masks + log_prior_noise
         terms = LossTerms(
             loss=-bound / n_total,
-            log_lik=(w * log_lik).sum().detach() / n_total,
+            log_lik=log_lik.detach() / n_total,
             kl_shared=(w * kl_shared).sum().detach() / n_total,
             kl_specific=(w * kl_specific).sum().detach() / n_total,
             kl_library=(w * kl_library).sum().detach() / n_total,
