@@ -104,7 +104,8 @@ def main() -> None:
     peak_after = gemm_peak(a.gemm_n, a.repeats)  # the machine's state may drift during the run
     peak = max(peak, peak_after)
     row = dict(
-        decoder="(B·g)-row GEMMs, fused chunks", batch=B, features=G, latent=K, hidden=f"{H1},{H2}", chunk=chunk, threads=torch.get_num_threads(),
+        decoder="(B·g)-row GEMMs, fused chunks",
+        batch=B, features=G, latent=K, hidden=f"{H1},{H2}", chunk=chunk, threads=torch.get_num_threads(),
         gemm_peak_gflops=round(peak, 1), step_seconds=round(t_step, 3),
         step_gflops=round(flops / t_step / 1e9, 1), share_of_peak=round(flops / t_step / 1e9 / peak, 3),
         loop_step_seconds=round(t_loop, 3), speedup_vs_loop=round(t_loop / t_step, 1),

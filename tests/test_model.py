@@ -18,6 +18,17 @@ def test_fit_recovers_which_features_go_with_which_block(fitted_blocks, blocks):
         assert Jm.max() >= 0.9, (lab, Jm)
 
 
+def test_a_quarter_of_the_features_per_step_recovers_the_same_blocks(blocks):
+    # Feature subsampling (issue 9): each step sees 10 of the 40 features, scaled ×4.
+    X, study, Ws, Wm = blocks
+    model = MSSVAE(n_shared=5, n_specific=2, max_epochs=150, batch_size=256, random_state=1, lr=0.01,
+                   feature_subsample=0.25).fit(X, study)
+    assert jaccard_matrix(support(Ws), support(model.W_shared_)).max(1).min() >= 0.9
+    for lab in ("s0", "s1"):
+        assert jaccard_matrix(support(Wm[lab]), support(model.W_specific_[lab])).max() >= 0.9
+    assert model.n_shared_active_ == 2 and model.n_specific_active_ == {"s0": 1, "s1": 1}
+
+
 def test_unneeded_factors_are_switched_off(fitted_blocks):
     model = fitted_blocks
     assert model.n_shared_active_ == 2  # 5 columns offered, 2 true

@@ -84,6 +84,39 @@ def test_feature_chunks_give_the_same_objective_gradients_and_information(likeli
         assert torch.allclose(info, info0, rtol=1e-12)
 
 
+@pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
+def test_feature_subsets_are_unbiased_for_the_objective_and_its_gradient(likelihood):
+    # Averaged over every subset of 3 of the 7 features (what uniform sampling draws), the scaled
+    # subset objective and each parameter's gradient equal the full ones exactly.
+    from itertools import combinations
+
+    m = make_module(likelihood, normalize=True)
+    torch.manual_seed(1)
+    x = torch.poisson(torch.full((6, 7), 30.0, dtype=torch.float64))
+    study = torch.tensor([0, 0, 1, 1, 2, 2])
+    w = torch.tensor([1.0, 2.0, 1.5, 1.0, 3.0, 1.0], dtype=torch.float64)
+    priors = dict(noise_prior=(1.5, 1.0)) if likelihood == "gaussian" else dict(library_prior=(5.0, 0.5))
+    m.train()
+
+    def run(features):
+        torch.manual_seed(0)   # the same z and ℓ draws for every subset
+        m.zero_grad()
+        terms, _ = m.loss(x, study, w, 20, 10.0, 0.1, 1.0, 7.0, 2.0, features=features, **priors)
+        terms.loss.backward()
+        return terms.loss.item(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    full_loss, full_grads = run(None)
+    subsets = [torch.tensor(c) for c in combinations(range(7), 3)]
+    results = [run(s) for s in subsets]
+    assert sum(r[0] for r in results) / len(subsets) == pytest.approx(full_loss, rel=1e-10)
+    for name, g in full_grads.items():
+        mean = sum(r[1].get(name, torch.zeros_like(g)) for r in results) / len(subsets)
+        assert torch.allclose(mean, g, rtol=1e-8, atol=1e-10), name
+    # One subset alone is not the full objective (the test would pass for an unused argument).
+    assert results[0][0] != pytest.approx(full_loss, rel=1e-6)
+    assert torch.count_nonzero(results[0][1]["W"].abs().sum(1)) == 3
+
+
 def test_a_sample_never_touches_another_studys_block():
     m = make_module()
     x = torch.randn(6, 7, dtype=torch.float64)

@@ -284,6 +284,14 @@ def check_positive_float(value, name: str) -> float:
     return float(value)
 
 
+def check_fraction(value, name: str) -> float:
+    """A share in (0, 1]."""
+    value = check_positive_float(value, name)
+    if value > 1.0:
+        raise ValueError(f"`{name}` must be in (0, 1] (a share of the features); got {value}")
+    return value
+
+
 def check_n_specific(n_specific, labels: list, name: str = "n_specific") -> list[int]:
     """One K_m per study, in the order of ``labels``.
 

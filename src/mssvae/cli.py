@@ -258,6 +258,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Constant of the calibrated prior weight, prior_scale * N * Fisher information (default 2e-3).")
 @click.option("--prior-per-feature", is_flag=True, flag_value=True, default=None,
               help="Calibrated weight per feature, from each feature's own Fisher information (README).")
+@click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_out"),
@@ -271,8 +273,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, seed, device, output_dir, overwrite, quiet, threads,
-        checkpoint_dir, checkpoint_every):
+        prior_weight, prior_scale, prior_per_feature, feature_subsample, seed, device, output_dir, overwrite,
+        quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -297,7 +299,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
-                 random_state=seed, device=device)
+                 feature_subsample=feature_subsample, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()

@@ -291,6 +291,7 @@ class MSSVAEModule(nn.Module):
         library_prior: tuple[float, float] | None = None,
         chunk_size: int | None = None,
         prior_row_weight: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ):
         """Minibatch estimate of −(Eq. 2.4)/N, with its E-step.
 
@@ -299,6 +300,12 @@ class MSSVAEModule(nn.Module):
         weighted sum is an unbiased estimate of the N-sample sum.  The global terms (mask priors,
         noise prior) are added once.  Everything is divided by N, so the loss is on the scale of
         one sample; ``prior_weight`` multiplies the spike-and-slab terms (1 = Eq. 2.4 exactly).
+
+        ``features`` (sorted indices, optional): evaluate the per-feature terms on this random
+        subset S only, each scaled by G/|S| (the likelihood, the mask-prior rows, the noise prior),
+        so the objective and its gradient stay unbiased; W rows outside S get no gradient this
+        step.  The E-step and the η terms always use all of W (cheap, and no estimate is needed).
+        ``fisher_info_features`` then has |S| entries, for the features in S.
 
         Returns (LossTerms, p_star (G, K)); the caller performs the η M-step with p_star.
         """
@@ -313,18 +320,25 @@ class MSSVAEModule(nn.Module):
         w = sample_weight
         dec = self.decoder
         shared = (z, *dec.weights(), w)
-        per_feature = [x, self.W, dec.v_hidden, dec.v_skip, dec.bias]
+        noise = self.log_var if self.likelihood == "gaussian" else self.log_phi
+        per_feature = [x, self.W, dec.v_hidden, dec.v_skip, dec.bias, noise]
+        scale = 1.0
+        if features is not None:
+            scale = self.n_features / features.numel()
+            per_feature = [x[:, features]] + [t[features] for t in per_feature[1:]]
+            rows = torch.zeros(self.n_features, dtype=self.W.dtype, device=self.W.device)
+            rows[features] = scale
+            prior_row_weight = rows if prior_row_weight is None else rows * prior_row_weight
         kl_library = torch.zeros_like(kl_shared)
         if self.likelihood == "gaussian":
             def weighted_log_lik(z, V1, V2, b2, w, x, W, vh, vs, bias, log_var):
                 f = decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized)
                 return (w * lk.gaussian_log_lik(x, f, log_var).sum(-1)).sum()
 
-            log_lik = chunked_sum(weighted_log_lik, shared, per_feature + [self.log_var], (1, 0, 0, 0, 0, 0),
-                                  chunk_size)
+            log_lik = chunked_sum(weighted_log_lik, shared, per_feature, (1, 0, 0, 0, 0, 0), chunk_size)
             alpha, beta = noise_prior
-            log_prior_noise = lk.inverse_gamma_log_prior(self.log_var, alpha, beta).sum()
-            info_g = lk.gaussian_fisher_info(self.log_var.detach())  # the same for every sample
+            log_prior_noise = lk.inverse_gamma_log_prior(per_feature[-1], alpha, beta).sum() * scale
+            info_g = lk.gaussian_fisher_info(per_feature[-1].detach())  # the same for every sample
         else:
             l_mean, l_log_var = self.encode_library(x)
             log_l = l_mean + torch.exp(0.5 * l_log_var) * torch.randn_like(l_mean)
@@ -341,10 +355,11 @@ class MSSVAEModule(nn.Module):
                 # Weighted sums, not w @ …: under bf16 autocast a matmul would round the log-likelihood.
                 return (w * lk.nb_log_lik(x, mu, phi).sum(-1)).sum()
 
-            log_lik = chunked_sum(weighted_log_lik, shared + (log_l,), per_feature + [self.log_phi],
-                                  (1, 0, 0, 0, 0, 0), chunk_size)
+            log_lik = chunked_sum(weighted_log_lik, shared + (log_l,), per_feature, (1, 0, 0, 0, 0, 0),
+                                  chunk_size)
             info_g = torch.cat(info_parts)
         info = info_g.mean()
+        log_lik = log_lik * scale
 
         p_star, lambda_star = e_step(self.W.detach(), self.eta, lambda0, lambda1)
         # One call covers W^(S) and every W^(m): the terms are per column, each column has its own η_k.

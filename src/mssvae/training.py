@@ -48,6 +48,8 @@ class TrainingConfig:
     fault_injection: object = None
     autocast_dtype: torch.dtype | None = None   # bf16 autocast of the forward pass (CUDA)
     per_feature_prior: bool = False   # spread the calibrated weight over features ∝ their own Î_j
+    feature_fraction: float = 1.0     # share of the features whose terms each step evaluates (unbiased)
+    feature_seed: int = 0             # seeds the feature subsets: the same on every DDP rank
 
 
 @dataclass
@@ -140,6 +142,13 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     row_info = None  # running per-feature Fisher information (per_feature_prior)
     if resume is not None and "row_info" in resume[0]:
         row_info = resume[0]["row_info"].to(device)
+    # Feature subsampling: every step draws ceil(fraction · G) features without replacement.  One
+    # generator for all ranks, so DDP ranks see the same features and their information agrees.
+    G = X.shape[1]
+    n_features_step = math.ceil(cfg.feature_fraction * G) if cfg.feature_fraction < 1.0 else G
+    feature_gen = torch.Generator().manual_seed(cfg.feature_seed)
+    if resume is not None and "rng.features" in resume[0]:
+        feature_gen.set_state(resume[0]["rng.features"])
     last_good = copy.deepcopy(module.state_dict())
 
     def state(epoch: int) -> tuple[dict, dict]:
@@ -147,6 +156,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                                        result.history)
         if row_info is not None:
             tensors["row_info"] = row_info
+        tensors["rng.features"] = feature_gen.get_state()
         return tensors, meta
 
     iterator = range(start, cfg.max_epochs)
@@ -161,13 +171,16 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             sums: dict[str, float] = {}
             for step in range(sampler.steps_per_epoch):
                 idx = torch.as_tensor(sampler.next(), device=device)
+                features = None
+                if n_features_step < G:
+                    features = torch.randperm(G, generator=feature_gen)[:n_features_step].sort().values.to(device)
                 if cfg.prior_weight is None:
                     prior_weight = cfg.prior_scale * sampler.n_total * info_ema
                 with autocast(device, cfg.autocast_dtype):
                     terms, p_star = net(
                         X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
                         prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
-                        None if row_info is None else (row_info / row_info.mean()).to(X.dtype),
+                        None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
                     )
                 if world > 1:
                     # One small all-reduce keeps the calibrated weight identical on every rank, and
@@ -184,7 +197,10 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                     info_ema = INFO_DECAY * info_ema + (1.0 - INFO_DECAY) * info
                 if cfg.per_feature_prior and bool(torch.isfinite(terms.fisher_info_features).all()):
                     new = terms.fisher_info_features.detach().double()
-                    row_info = new if row_info is None else INFO_DECAY * row_info + (1.0 - INFO_DECAY) * new
+                    if row_info is None:   # features not yet seen start at the mean of those seen
+                        row_info = new.mean().expand(G).clone() if features is not None else new
+                    seen = slice(None) if features is None else features
+                    row_info[seen] = INFO_DECAY * row_info[seen] + (1.0 - INFO_DECAY) * new
                 loss = terms.loss
                 if cfg.fault_injection is not None and cfg.fault_injection(epoch, step):
                     loss = loss * float("nan")
