@@ -28,8 +28,8 @@ FAST = dict(n_shared=2, n_specific=1, max_epochs=1, batch_size=16, hidden=(4, 4)
 ARGUMENTS = (
     "X", "study", "feature_names", "n_shared", "n_specific", "likelihood", "hidden", "max_epochs", "batch_size",
     "lr", "lr_W", "lambda1", "lambda0", "anneal_fractions", "a", "b", "prior_weight", "prior_scale",
-    "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "device", "random_state",
-    "verbose", "precision", "checkpoint_dir", "checkpoint_every",
+    "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "device",
+    "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every",
 )
 # A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
 NAMES_ARGUMENT = re.compile(r"`(" + "|".join(ARGUMENTS) + r")(\[[^\]]*\]|=[^`]*)?`")
@@ -223,6 +223,8 @@ CASES = [
          "`feature_subsample` must be in (0, 1] (a share of the features); got 1.5"),
     case("feature_subsample-zero", lambda: fit(feature_subsample=0), ValueError,
          "`feature_subsample` must be a positive finite number; got 0"),
+    case("kl_weight-negative", lambda: fit(kl_weight=-1.0), ValueError,
+         "`kl_weight` must be a positive finite number; got -1.0"),
     case("normalize_decoder-text", lambda: fit(normalize_decoder="no"), TypeError,
          "`normalize_decoder` must be True or False; got 'no'"),
     case("random_state-none", lambda: fit(random_state=None), TypeError,
@@ -575,6 +577,7 @@ GOOD_AND_BAD = {
     "noise_alpha": [1.5, 0.0, -1.0],
     "feature_chunk_size": [None, 1, 2, 0, -3, 2.5],
     "feature_subsample": [1.0, 0.5, 0.01, 0, 1.5, "half"],
+    "kl_weight": [1.0, 5.0, 0.0, -1.0, float("inf")],
     "precision": ["auto", "fp32", "bf16", "fp16", None],
 }
 

@@ -99,6 +99,9 @@ class MSSVAE(BaseEstimator):
         more.  Off by default: on the §4.2 simulation it raised the median shared consensus
         from 0.56 to 0.67 at N = 600 (5 of 5 seeds better) but lowered it at N = 285, M = 7
         (README, "Counts (NB)").
+    kl_weight : float
+        Multiplier of the factors' KL terms against the likelihood (1 = Eq. 2.4).  See the README
+        ("Counts (NB)") for what it does to split factors.
     feature_subsample : float
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
         subset every step, each per-feature term (likelihood, mask-prior row, noise prior) scaled
@@ -148,7 +151,7 @@ class MSSVAE(BaseEstimator):
     def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
-                 prior_per_feature=False, feature_subsample=1.0, normalize_decoder=None,
+                 prior_per_feature=False, kl_weight=1.0, feature_subsample=1.0, normalize_decoder=None,
                  noise_alpha=1.5, feature_chunk_size=None, device="auto", precision="auto", random_state=0,
                  verbose=False):
         self.n_shared = n_shared
@@ -168,6 +171,7 @@ class MSSVAE(BaseEstimator):
         self.prior_scale = prior_scale
         self.prior_per_feature = prior_per_feature
         self.feature_subsample = feature_subsample
+        self.kl_weight = kl_weight
         self.normalize_decoder = normalize_decoder
         self.noise_alpha = noise_alpha
         self.feature_chunk_size = feature_chunk_size
@@ -203,6 +207,7 @@ class MSSVAE(BaseEstimator):
         s["prior_scale"] = val.check_positive_float(self.prior_scale, "prior_scale")
         s["prior_per_feature"] = val.check_bool(self.prior_per_feature, "prior_per_feature")
         s["feature_subsample"] = val.check_fraction(self.feature_subsample, "feature_subsample")
+        s["kl_weight"] = val.check_positive_float(self.kl_weight, "kl_weight")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
@@ -304,7 +309,7 @@ class MSSVAE(BaseEstimator):
                 fault_injection=getattr(self, "_fault_injection", None),
                 autocast_dtype=self._autocast_dtype(device),
                 per_feature_prior=s["prior_per_feature"] and s["prior_weight"] is None,
-                feature_fraction=s["feature_subsample"], feature_seed=int(self.random_state),
+                feature_fraction=s["feature_subsample"], kl_weight=s["kl_weight"], feature_seed=int(self.random_state),
             )
             rank = _rank() or 0
             if rank:

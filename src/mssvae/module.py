@@ -292,6 +292,7 @@ class MSSVAEModule(nn.Module):
         chunk_size: int | None = None,
         prior_row_weight: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
+        kl_weight: float = 1.0,
     ):
         """Minibatch estimate of −(Eq. 2.4)/N, with its E-step.
 
@@ -306,6 +307,8 @@ class MSSVAEModule(nn.Module):
         so the objective and its gradient stay unbiased; W rows outside S get no gradient this
         step.  The E-step and the η terms always use all of W (cheap, and no estimate is needed).
         ``fisher_info_features`` then has |S| entries, for the features in S.
+
+        ``kl_weight`` multiplies the factors' KL terms (1 = Eq. 2.4; the library-size KL is left alone).
 
         Returns (LossTerms, p_star (G, K)); the caller performs the η M-step with p_star.
         """
@@ -366,7 +369,7 @@ class MSSVAEModule(nn.Module):
         log_prior_masks = ssl_log_prior(self.W, p_star, lambda_star, self.eta, a, b, lambda0, lambda1,
                                         prior_row_weight)
 
-        data = log_lik - (w * (kl_shared + kl_specific + kl_library)).sum()
+        data = log_lik - (w * (kl_weight * (kl_shared + kl_specific) + kl_library)).sum()
         bound = data + prior_weight * log_prior_masks + log_prior_noise
         terms = LossTerms(
             loss=-bound / n_total,

@@ -49,6 +49,7 @@ class TrainingConfig:
     autocast_dtype: torch.dtype | None = None   # bf16 autocast of the forward pass (CUDA)
     per_feature_prior: bool = False   # spread the calibrated weight over features ∝ their own Î_j
     feature_fraction: float = 1.0     # share of the features whose terms each step evaluates (unbiased)
+    kl_weight: float = 1.0            # multiplier of the factors' KL terms
     feature_seed: int = 0             # seeds the feature subsets: the same on every DDP rank
 
 
@@ -181,6 +182,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                         X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
                         prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                         None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
+                        cfg.kl_weight,
                     )
                 if world > 1:
                     # One small all-reduce keeps the calibrated weight identical on every rank, and
