@@ -84,7 +84,9 @@ def main() -> None:
         Z = model.transform(sim.X, sim.study)
         if args.save_masks:
             Path(args.save_masks).mkdir(parents=True, exist_ok=True)
-            np.savez(Path(args.save_masks) / f"seed{seed}.npz", W_shared=model.W_shared_,
+            # Z and the study codes too: the factors' posterior means, for diagnostics of split factors.
+            np.savez(Path(args.save_masks) / f"seed{seed}.npz", W_shared=model.W_shared_, Z=Z,
+                     study=np.searchsorted(model.studies_, sim.study),
                      **{f"W_{k}": v for k, v in model.W_specific_.items()})
         res = evaluate_simulation(sim, model.W_shared_, model.W_specific_, Z_est=Z, random_state=seed,
                                   max_density=max_density)
