@@ -58,13 +58,15 @@ def dedup_scores(sim, W_shared, W_specific, max_density) -> dict:
     return {"shared_consensus_dedup": res["shared_consensus"], "group_consensus_dedup": res["group_consensus"]}
 
 
+MERGED_KEYS = ("shared_consensus", "shared_relevance", "shared_recovery", "group_consensus", "group_relevance",
+               "group_recovery", "n_shared_est")
+
+
 def merged_scores(sim, model, max_density) -> dict:
     """Support metrics after merging factors that are functions of one another (mssvae.merging)."""
     W_shared, W_specific, _ = merge_dependent_factors(model, sim.X, sim.study)
     res = evaluate_simulation(sim, W_shared, W_specific, max_density=max_density)
-    keys = ("shared_consensus", "shared_relevance", "shared_recovery", "group_consensus", "group_relevance",
-            "group_recovery", "n_shared_est")
-    return {f"{k}_merged": res[k] for k in keys}
+    return {f"{k}_merged": res[k] for k in MERGED_KEYS}
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Add the duplicate-merged consensus (`dedup_scores`) to a replicate table from its saved masks.
+"""Add the duplicate-merged (`dedup_scores`) and, where the factors were saved, the dependence-merged
+(`*_merged`, mssvae.merging) scores to a replicate table from its saved masks.
 
     python benchmarks/rescore_masks.py TABLE.csv MASKDIR [--kind gaussian|rnaseq]
 
@@ -10,8 +11,10 @@ import json
 
 import numpy as np
 import pandas as pd
-from replicate import dedup_scores
+from replicate import MERGED_KEYS, dedup_scores
 
+from mssvae.merging import merge_blocks
+from mssvae.metrics import evaluate_simulation
 from mssvae.simulate import simulate_gaussian, simulate_rnaseq
 
 p = argparse.ArgumentParser()
@@ -20,13 +23,20 @@ p.add_argument("masks")
 p.add_argument("--kind", default="gaussian")
 a = p.parse_args()
 df = pd.read_csv(a.table)
+max_density = None if a.kind == "gaussian" else 0.25
 out = []
 for _, row in df.iterrows():
     sim_kw = json.loads(row["simulation"]) if "simulation" in row else {}
     sim = (simulate_gaussian if a.kind == "gaussian" else simulate_rnaseq)(random_state=int(row.seed), **sim_kw)
     d = np.load(f"{a.masks}/seed{int(row.seed)}.npz")
-    W_spec = {k[2:]: d[k] for k in d.files if k != "W_shared"}
-    out.append(dedup_scores(sim, d["W_shared"], W_spec, None if a.kind == "gaussian" else 0.25))
+    W_spec = {k[2:]: d[k] for k in sorted(d.files) if k.startswith("W_") and k != "W_shared"}
+    scores = dedup_scores(sim, d["W_shared"], W_spec, max_density)
+    if "Z" in d.files:   # study codes index the sorted labels, as MSSVAE.studies_ does
+        labels = np.array(sorted(W_spec))[d["study"]]
+        Ws, Wm, _ = merge_blocks(d["W_shared"], W_spec, d["Z"], labels)
+        res = evaluate_simulation(sim, Ws, Wm, max_density=max_density)
+        scores.update({f"{k}_merged": res[k] for k in MERGED_KEYS})
+    out.append(scores)
 df = pd.concat([df.drop(columns=[c for c in out[0] if c in df]), pd.DataFrame(out)], axis=1)
 df.to_csv(a.table, index=False)
-print(df[["seed", "shared_consensus", "shared_consensus_dedup", "group_consensus", "group_consensus_dedup"]])
+print(df[["seed"] + [c for c in df.columns if "consensus" in c]].round(3).to_string())

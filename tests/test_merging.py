@@ -33,3 +33,14 @@ def test_merged_column_is_the_union_of_the_gene_sets():
     np.testing.assert_array_equal(merged[:, 0], [2.0, 3.0, 4.0, -2.0, 1.5, 0.0])
     np.testing.assert_array_equal(merged[:, 1], W[:, 1])
     np.testing.assert_array_equal(W[2:5, 2], [4.0, -2.0, 1.5])  # the input is not changed
+
+
+def test_a_fit_with_independent_factors_is_left_as_it_is(fitted_blocks, blocks):
+    from mssvae.merging import merge_dependent_factors
+
+    X, study, _, _ = blocks
+    W_shared, W_specific, groups = merge_dependent_factors(fitted_blocks, X, study)
+    assert groups == {"shared": [], "s0": [], "s1": []}
+    np.testing.assert_array_equal(W_shared, fitted_blocks.W_shared_)
+    for lab in ("s0", "s1"):
+        np.testing.assert_array_equal(W_specific[lab], fitted_blocks.W_specific_[lab])

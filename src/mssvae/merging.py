@@ -84,20 +84,27 @@ def merge_dependent_factors(model, X, study, threshold: float = 0.5, k: int = 3)
         {block: list of column groups (indices within the block) that were merged}.
     Shared factors are compared over all samples, a study's factors over that study's samples.
     """
-    Z = model.transform(X, study)
-    study = np.asarray(study)
-    K_S = model.W_shared_.shape[1]
-    groups = {}
-    g = dependent_groups(Z[:, :K_S], model.active_shared_, threshold, k)
-    W_shared = merge_columns(model.W_shared_, g)
-    groups["shared"] = [grp for grp in g if len(grp) > 1]
-    W_specific = {}
+    return merge_blocks(model.W_shared_, model.W_specific_, model.transform(X, study), np.asarray(study),
+                        threshold, k)
+
+
+def merge_blocks(W_shared, W_specific: dict, Z: np.ndarray, study: np.ndarray, threshold: float = 0.5,
+                 k: int = 3):
+    """:func:`merge_dependent_factors` from arrays: masks, factors Z (N, K_S + Σ K_m) in the layout of
+    ``MSSVAE.transform`` (studies in the order of ``W_specific``), and the study label of each row."""
+    def active(W):
+        return np.flatnonzero((np.abs(W) > 0.5).any(0))
+
+    K_S = W_shared.shape[1]
+    g = dependent_groups(Z[:, :K_S], active(W_shared), threshold, k)
+    merged_shared = merge_columns(W_shared, g)
+    groups = {"shared": [grp for grp in g if len(grp) > 1]}
+    merged_specific = {}
     start = K_S
-    for label in model.studies_:
-        W = model.W_specific_[label]
+    for label, W in W_specific.items():
         rows = np.flatnonzero(study == label)
-        g = dependent_groups(Z[rows, start:start + W.shape[1]], model.active_specific_[label], threshold, k)
-        W_specific[label] = merge_columns(W, g)
+        g = dependent_groups(Z[rows, start:start + W.shape[1]], active(W), threshold, k)
+        merged_specific[label] = merge_columns(W, g)
         groups[label] = [grp for grp in g if len(grp) > 1]
         start += W.shape[1]
-    return W_shared, W_specific, groups
+    return merged_shared, merged_specific, groups
