@@ -258,6 +258,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Constant of the calibrated prior weight, prior_scale * N * Fisher information (default 2e-3).")
 @click.option("--prior-per-feature", is_flag=True, flag_value=True, default=None,
               help="Calibrated weight per feature, from each feature's own Fisher information (README).")
+@click.option("--kl-weight", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Multiplier of the factors' KL terms (default 1, Eq. 2.4; README, Counts (NB)).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
@@ -273,7 +275,7 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, feature_subsample, seed, device, output_dir, overwrite,
+        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, seed, device, output_dir, overwrite,
         quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
@@ -299,7 +301,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
-                 feature_subsample=feature_subsample, random_state=seed, device=device)
+                 kl_weight=kl_weight, feature_subsample=feature_subsample, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()

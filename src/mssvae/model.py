@@ -100,8 +100,10 @@ class MSSVAE(BaseEstimator):
         from 0.56 to 0.67 at N = 600 (5 of 5 seeds better) but lowered it at N = 285, M = 7
         (README, "Counts (NB)").
     kl_weight : float
-        Multiplier of the factors' KL terms against the likelihood (1 = Eq. 2.4).  See the README
-        ("Counts (NB)") for what it does to split factors.
+        Multiplier of the factors' KL terms against the likelihood (1 = Eq. 2.4, the default).
+        Against a count likelihood the KL is too weak to stop one factor from being split over
+        several columns; 3 helped at the GSE68086 shape but switched every shared factor off on a
+        small simulation (README, "Counts (NB)", items 9-10), so it is not the default.
     feature_subsample : float
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
         subset every step, each per-feature term (likelihood, mask-prior row, noise prior) scaled
