@@ -171,3 +171,24 @@ def test_model_files_refuse_hostile_pickles_other_versions_and_other_features(sm
     with pytest.raises(ValueError, match="could not be read"):
         MSSVAE.load(tmp_path / "m")
     assert not marker.exists()
+
+
+def test_a_fit_with_feature_subsets_resumes_to_the_same_result(tmp_path):
+    # The feature subsets come from their own generator, saved in the checkpoint.
+    import torch
+
+    from mssvae import TrainingDivergedError
+
+    torch.set_num_threads(1)
+    X, study, _, _ = two_block_data(n=100)
+    kw = dict(n_shared=3, n_specific=1, hidden=(8, 8), batch_size=32, max_epochs=6, random_state=3,
+              feature_subsample=0.5)
+    reference = MSSVAE(**kw).fit(X, study)
+    broken = MSSVAE(**kw)
+    broken._fault_injection = lambda epoch, step: epoch == 3   # stops after 3 checkpointed epochs
+    with pytest.raises(TrainingDivergedError):
+        broken.fit(X, study, checkpoint_dir=tmp_path, checkpoint_every=1)
+    assert _epochs_done(tmp_path) == 3
+    resumed = MSSVAE(**kw).fit(X, study, checkpoint_dir=tmp_path, checkpoint_every=1)
+    np.testing.assert_array_equal(resumed.W_shared_, reference.W_shared_)
+    np.testing.assert_array_equal(resumed.W_specific_["s1"], reference.W_specific_["s1"])

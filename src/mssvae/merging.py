@@ -16,10 +16,17 @@ from __future__ import annotations
 
 import numpy as np
 
+MAX_SAMPLES = 2000
+
 
 def dependence_r2(x: np.ndarray, y: np.ndarray, k: int = 3) -> float:
-    """Leave-one-out R² of y predicted by the mean y of the k nearest other samples in x: (n,), (n,)."""
+    """Leave-one-out R² of y predicted by the mean y of the k nearest other samples in x: (n,), (n,).
+
+    Above MAX_SAMPLES samples, a fixed random subset of that size is used."""
     x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) > MAX_SAMPLES:   # the distance matrix is n × n; a fixed subsample keeps it small
+        keep = np.random.default_rng(0).choice(len(x), MAX_SAMPLES, replace=False)
+        x, y = x[keep], y[keep]
     n = len(x)
     if n <= k or np.ptp(y) == 0:
         return -np.inf
