@@ -54,29 +54,33 @@ def test_vectorised_decoder_equals_the_per_pair_definition(normalize):
     assert torch.allclose(m.decode(z, chunk_size=3), m.decode(z), atol=1e-12)
 
 
+def loss_and_gradients(m, **kw):
+    """Loss, every parameter's gradient and the per-feature Fisher information on one weighted batch
+    of 6 count samples (3 studies), with the same Monte Carlo draws on every call."""
+    torch.manual_seed(1)
+    x = torch.poisson(torch.full((6, 7), 30.0, dtype=torch.float64))
+    study = torch.tensor([0, 0, 1, 1, 2, 2])
+    w = torch.tensor([1.0, 2.0, 1.5, 1.0, 3.0, 1.0], dtype=torch.float64)
+    priors = dict(noise_prior=(1.5, 1.0)) if m.likelihood == "gaussian" else dict(library_prior=(5.0, 0.5))
+    m.train()
+    torch.manual_seed(0)
+    m.zero_grad()
+    terms, _ = m.loss(x, study, w, 20, 10.0, 0.1, 1.0, 7.0, 2.0, **priors, **kw)
+    terms.loss.backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    return terms.loss.item(), grads, terms.fisher_info_features.clone()
+
+
 @pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
 @pytest.mark.parametrize("normalize", [True, False])
 def test_feature_chunks_give_the_same_objective_gradients_and_information(likelihood, normalize):
     # Training evaluates the likelihood chunk by chunk, each chunk's gradients taken at once
     # (module.chunked_sum); against the one-pass computation, every parameter's gradient agrees.
     m = make_module(likelihood, normalize)
-    torch.manual_seed(1)
-    x = torch.poisson(torch.full((6, 7), 30.0, dtype=torch.float64))
-    study = torch.tensor([0, 0, 1, 1, 2, 2])
-    w = torch.tensor([1.0, 2.0, 1.5, 1.0, 3.0, 1.0], dtype=torch.float64)
-    priors = dict(noise_prior=(1.5, 1.0)) if likelihood == "gaussian" else dict(library_prior=(5.0, 0.5))
-    m.train()
-    runs = []
-    for chunk in (None, 3, 1):
-        torch.manual_seed(0)
-        m.zero_grad()
-        terms, _ = m.loss(x, study, w, 20, 10.0, 0.1, 1.0, 7.0, 2.0, chunk_size=chunk, **priors)
-        terms.loss.backward()
-        grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
-        runs.append((terms.loss.item(), grads, terms.fisher_info_features.clone()))
-    (loss0, grads0, info0) = runs[0]
+    loss0, grads0, info0 = loss_and_gradients(m, chunk_size=None)
     assert len(grads0) == len(dict(m.named_parameters()))
-    for loss, grads, info in runs[1:]:
+    for chunk in (3, 1):
+        loss, grads, info = loss_and_gradients(m, chunk_size=chunk)
         assert loss == pytest.approx(loss0, rel=1e-12)
         assert grads.keys() == grads0.keys()
         for name in grads0:
@@ -91,23 +95,9 @@ def test_feature_subsets_are_unbiased_for_the_objective_and_its_gradient(likelih
     from itertools import combinations
 
     m = make_module(likelihood, normalize=True)
-    torch.manual_seed(1)
-    x = torch.poisson(torch.full((6, 7), 30.0, dtype=torch.float64))
-    study = torch.tensor([0, 0, 1, 1, 2, 2])
-    w = torch.tensor([1.0, 2.0, 1.5, 1.0, 3.0, 1.0], dtype=torch.float64)
-    priors = dict(noise_prior=(1.5, 1.0)) if likelihood == "gaussian" else dict(library_prior=(5.0, 0.5))
-    m.train()
-
-    def run(features):
-        torch.manual_seed(0)   # the same z and ℓ draws for every subset
-        m.zero_grad()
-        terms, _ = m.loss(x, study, w, 20, 10.0, 0.1, 1.0, 7.0, 2.0, features=features, **priors)
-        terms.loss.backward()
-        return terms.loss.item(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
-
-    full_loss, full_grads = run(None)
+    full_loss, full_grads, _ = loss_and_gradients(m)
     subsets = [torch.tensor(c) for c in combinations(range(7), 3)]
-    results = [run(s) for s in subsets]
+    results = [loss_and_gradients(m, features=s) for s in subsets]
     assert sum(r[0] for r in results) / len(subsets) == pytest.approx(full_loss, rel=1e-10)
     for name, g in full_grads.items():
         mean = sum(r[1].get(name, torch.zeros_like(g)) for r in results) / len(subsets)
