@@ -115,6 +115,12 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     seen.clear()
     run("fit", csv_file, "--prior-weight", "4", "-o", tmp_path / "out")
     assert seen["prior_weight"] == 4.0
+    seen.clear()
+    run("fit", csv_file, "--merge-dependent", "off", "-o", tmp_path / "out")
+    assert seen["merge_dependent"] is False
+    seen.clear()
+    run("fit", csv_file, "--merge-dependent", "0.7", "-o", tmp_path / "out")
+    assert seen["merge_dependent"] == 0.7
 
 
 def _bad_inputs(tmp_path):
@@ -151,6 +157,7 @@ def _bad_inputs(tmp_path):
     (["ok.csv", "--device", "nonsense"], "--device"),
     (["ok.csv", "--prior-weight", "strong"], "--prior-weight"),
     (["ok.csv", "--prior-weight", "-1"], "--prior-weight"),
+    (["ok.csv", "--merge-dependent", "2"], "--merge-dependent"),
 ])
 def test_fit_bad_input_is_a_one_line_error(tmp_path, args, fragment):
     _bad_inputs(tmp_path)

@@ -44,3 +44,60 @@ def test_a_fit_with_independent_factors_is_left_as_it_is(fitted_blocks, blocks):
     np.testing.assert_array_equal(W_shared, fitted_blocks.W_shared_)
     for lab in ("s0", "s1"):
         np.testing.assert_array_equal(W_specific[lab], fitted_blocks.W_specific_[lab])
+
+
+def test_groups_are_found_block_by_block_over_each_blocks_own_samples():
+    from mssvae.merging import block_groups
+
+    rng = np.random.default_rng(2)
+    n = 120
+    codes = np.repeat([0, 1], n // 2)
+    z, w, u = rng.normal(size=(3, n))
+    curve = np.sin(3 * np.pi / 4 * z)
+    # Layout of MSSVAE.transform: 2 shared columns, then 2 for study 0 and 2 for study 1.
+    Z = np.column_stack([z, curve, u, np.where(codes == 0, np.sin(3 * np.pi / 4 * u), 0.0), w, z])
+    W = np.ones((4, 6))
+    groups = block_groups(Z, codes, W, n_shared=2, n_specific=[2, 2])
+    # Study 1's last column equals the shared z, but factors of different blocks are never merged.
+    assert sorted(map(sorted, groups)) == [[0, 1], [2, 3]]
+    W[:, 3] = 0.1            # an inactive column is not a candidate
+    assert sorted(map(sorted, block_groups(Z, codes, W, 2, [2, 2]))) == [[0, 1]]
+
+
+def test_merge_dependent_only_rewrites_the_reported_masks_and_survives_saving(tmp_path):
+    from mssvae import MSSVAE
+    from mssvae.simulate import simulate_rnaseq
+
+    sim = simulate_rnaseq(n_samples=300, n_features=60, proportions=(0.5, 0.5), n_shared=2, n_specific=1,
+                          random_state=0)
+    kw = dict(likelihood="nb", n_shared=4, n_specific=2, hidden=(16, 16), max_epochs=30, batch_size=128)
+    raw = MSSVAE(merge_dependent=None, **kw).fit(sim.X, sim.study)
+    merged = MSSVAE(**kw).fit(sim.X, sim.study)          # "auto" merges for NB
+    assert raw.merged_groups_ == [] and merged.merged_groups_, "the short fit has no dependent factors to test"
+    W_raw = np.concatenate([raw.W_shared_] + list(raw.W_specific_.values()), 1)
+    W_new = np.concatenate([merged.W_shared_] + list(merged.W_specific_.values()), 1)
+    np.testing.assert_array_equal(merged.module_.W.detach().numpy(), raw.module_.W.detach().numpy())
+    touched = set()
+    for group, names in zip(merged.merged_groups_, merged.merged_factors_):
+        keep = merged.factor_names_.index(names[0])
+        assert sorted(group) == sorted(merged.factor_names_.index(n) for n in names)
+        np.testing.assert_array_equal(np.abs(W_new[:, keep]) > 0.5, (np.abs(W_raw[:, group]) > 0.5).any(1))
+        assert not W_new[:, [c for c in group if c != keep]].any()
+        touched |= set(group)
+    others = [c for c in range(W_raw.shape[1]) if c not in touched]
+    np.testing.assert_array_equal(W_new[:, others], W_raw[:, others])
+    merged.save(tmp_path / "m")
+    again = MSSVAE.load(tmp_path / "m")
+    assert again.merged_factors_ == merged.merged_factors_
+    np.testing.assert_array_equal(again.W_shared_, merged.W_shared_)
+
+
+def test_a_bad_merge_threshold_is_named():
+    import pytest
+
+    from mssvae import MSSVAE
+
+    X = np.random.default_rng(0).poisson(5, size=(20, 4))
+    for bad in (0, 1.5, "yes", True):
+        with pytest.raises(ValueError, match="merge_dependent"):
+            MSSVAE(likelihood="nb", merge_dependent=bad, max_epochs=1).fit(X, ["a"] * 10 + ["b"] * 10)

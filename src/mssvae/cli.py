@@ -68,6 +68,24 @@ class _PriorWeight(click.ParamType):
         return number
 
 
+class _MergeThreshold(click.ParamType):
+    """"auto" | "off" | a number in (0, 1] (off is passed on as False)."""
+
+    name = "auto|off|FLOAT"
+
+    def convert(self, value, param, ctx):
+        text = str(value).lower()
+        if text in ("auto", "off"):
+            return "auto" if text == "auto" else False
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not 0 < number <= 1:
+            self.fail(f"{value!r} is not auto, off or a number in (0, 1]", param, ctx)
+        return number
+
+
 class _NSpecific(click.ParamType):
     """"5" → 5 (every study), "a=3,b=2" → {"a": 3, "b": 2}."""
 
@@ -178,6 +196,8 @@ def _fit_summary(model, seconds: float) -> list[str]:
     lines = [f"K_S (active shared factors): {model.n_shared_active_} of {model.W_shared_.shape[1]}"]
     for lab in model.studies_:
         lines.append(f"K_m {lab}: {model.n_specific_active_[lab]} of {model.W_specific_[lab].shape[1]}")
+    for group in model.merged_factors_:
+        lines.append(f"merged (factors that are functions of one another): {' + '.join(group)}")
     lines.append(f"fit: {len(model.history_)} epochs in {seconds:.1f} s on {model.device_}")
     if not model.converged_:
         lines.append("warning: training did not run to the end (interrupted); the model is marked not converged")
@@ -262,6 +282,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Multiplier of the factors' KL terms (default 1, Eq. 2.4; README, Counts (NB)).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
+@click.option("--merge-dependent", type=_MergeThreshold(), default=None,
+              help="Merge factors of one block that are functions of one another (dependence R2 >= this "
+                   "threshold) into one gene set: auto (default: 0.5 for nb, off for gaussian), off, or a number.")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_out"),
@@ -275,8 +298,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, seed, device, output_dir, overwrite,
-        quiet, threads, checkpoint_dir, checkpoint_every):
+        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, merge_dependent, seed, device,
+        output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -301,7 +324,8 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
-                 kl_weight=kl_weight, feature_subsample=feature_subsample, random_state=seed, device=device)
+                 kl_weight=kl_weight, feature_subsample=feature_subsample, merge_dependent=merge_dependent,
+                 random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()

@@ -4,7 +4,8 @@ On the §4.2 simulation a third of each module's genes respond to sin(3π/4 · z
 The fitted NB model often gives those genes a column of their own, whose factor is (nearly) a
 function of the factor of the module's other column: the encoder learnt sin(c z) as a second latent
 instead of the decoder learning the curve.  In a nonlinear factor model z and g(z) are one factor,
-so such columns can be put back together.  Measured on the simulation: README, "Counts (NB)".
+so such columns can be put back together.  ``MSSVAE(merge_dependent=...)`` does this after fitting
+(by default for NB); measured on the simulations: README, "Counts (NB)", item 11.
 
 The test of dependence is nonparametric and symmetric: the leave-one-out R² of predicting one
 factor's posterior means from the k nearest samples in the other factor, the larger of the two
@@ -59,22 +60,60 @@ def dependent_groups(Z: np.ndarray, columns, threshold: float = 0.5, k: int = 3)
     return list(groups.values())
 
 
+def merge_plan(W: np.ndarray, groups: list[list[int]], threshold: float = 0.5) -> list:
+    """For each group of columns of W (G, K) to merge, a tuple (kept column, group, (G,) column of
+    the group with the largest |W| in each row).  The kept column is the one with the largest support."""
+    plan = []
+    for group in groups:
+        if len(group) < 2:
+            continue
+        sizes = (np.abs(W[:, group]) > threshold).sum(0)
+        keep = group[int(np.argmax(sizes))]
+        plan.append((keep, list(group), np.asarray(group)[np.abs(W[:, group]).argmax(1)]))
+    return plan
+
+
+def apply_merge_plan(M: np.ndarray, plan) -> np.ndarray:
+    """A copy of M (G, K) (a mask, or its inclusion probabilities) with each planned group put into
+    its kept column, row by row from the group's column of largest |W|; the other columns become 0."""
+    M = np.array(M, dtype=float, copy=True)
+    rows = np.arange(M.shape[0])
+    for keep, group, source in plan:
+        merged = M[rows, source]
+        M[:, group] = 0.0
+        M[:, keep] = merged
+    return M
+
+
 def merge_columns(W: np.ndarray, groups: list[list[int]], threshold: float = 0.5) -> np.ndarray:
     """W (G, K) with each group's columns merged into the one with the largest support.
 
     A merged entry is the group's entry of largest |W| (sign kept), so the merged gene set is the
     union of the group's gene sets; the other columns of the group become zero.
     """
-    W = np.array(W, dtype=float, copy=True)
-    for group in groups:
-        if len(group) < 2:
-            continue
-        sizes = (np.abs(W[:, group]) > threshold).sum(0)
-        keep = group[int(np.argmax(sizes))]
-        block = W[:, group]
-        W[:, keep] = block[np.arange(W.shape[0]), np.abs(block).argmax(1)]
-        W[:, [c for c in group if c != keep]] = 0.0
-    return W
+    return apply_merge_plan(W, merge_plan(np.asarray(W, dtype=float), groups, threshold))
+
+
+def block_groups(Z: np.ndarray, codes: np.ndarray, W: np.ndarray, n_shared: int, n_specific, threshold: float = 0.5,
+                 k: int = 3) -> list[list[int]]:
+    """Groups (global column indices, of 2 or more) of dependent active factors, block by block.
+
+    Z (N, K) and W (G, K) in the layout of ``MSSVAE.transform`` (shared columns, then each study's);
+    ``codes`` (N,): each sample's study index into ``n_specific``.  Shared factors are compared over
+    all samples, a study's factors over that study's samples.
+    """
+    active = (np.abs(W) > 0.5).any(0)
+    blocks = [(0, n_shared, np.ones(len(codes), bool))]
+    start = n_shared
+    for m, k_m in enumerate(n_specific):
+        blocks.append((start, k_m, codes == m))
+        start += k_m
+    out = []
+    for start, width, rows in blocks:
+        columns = [c for c in range(start, start + width) if active[c]]
+        if len(columns) > 1 and rows.sum() > k:
+            out += [g for g in dependent_groups(Z[rows], columns, threshold, k) if len(g) > 1]
+    return out
 
 
 def merge_dependent_factors(model, X, study, threshold: float = 0.5, k: int = 3):
@@ -99,19 +138,20 @@ def merge_blocks(W_shared, W_specific: dict, Z: np.ndarray, study: np.ndarray, t
                  k: int = 3):
     """:func:`merge_dependent_factors` from arrays: masks, factors Z (N, K_S + Σ K_m) in the layout of
     ``MSSVAE.transform`` (studies in the order of ``W_specific``), and the study label of each row."""
-    def active(W):
-        return np.flatnonzero((np.abs(W) > 0.5).any(0))
-
+    labels = list(W_specific)
     K_S = W_shared.shape[1]
-    g = dependent_groups(Z[:, :K_S], active(W_shared), threshold, k)
-    merged_shared = merge_columns(W_shared, g)
-    groups = {"shared": [grp for grp in g if len(grp) > 1]}
+    n_specific = [W_specific[lab].shape[1] for lab in labels]
+    W = np.concatenate([W_shared] + [W_specific[lab] for lab in labels], axis=1)
+    codes = np.full(len(study), -1)
+    for m, lab in enumerate(labels):
+        codes[np.asarray(study) == lab] = m
+    groups = block_groups(Z, codes, W, K_S, n_specific, threshold, k)
+    merged = merge_columns(W, groups)
+    starts = np.cumsum([K_S] + n_specific)
+    by_block = {"shared": [g for g in groups if g[0] < K_S]}
     merged_specific = {}
-    start = K_S
-    for label, W in W_specific.items():
-        rows = np.flatnonzero(study == label)
-        g = dependent_groups(Z[rows, start:start + W.shape[1]], active(W), threshold, k)
-        merged_specific[label] = merge_columns(W, g)
-        groups[label] = [grp for grp in g if len(grp) > 1]
-        start += W.shape[1]
-    return merged_shared, merged_specific, groups
+    for m, lab in enumerate(labels):
+        merged_specific[lab] = merged[:, starts[m]:starts[m + 1]]
+        by_block[lab] = [[c - starts[m] for c in g] for g in groups if starts[m] <= g[0] < starts[m + 1]]
+    by_block["shared"] = [list(g) for g in by_block["shared"]]
+    return merged[:, :K_S], merged_specific, by_block

@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 from . import _validation as val
 from . import checkpoint as ckpt
 from . import likelihoods as lk
+from .merging import apply_merge_plan, block_groups, merge_plan
 from .module import MSSVAEModule
 from .spike_slab import Lambda0Schedule, e_step
 from .training import TrainingConfig, TrainingDivergedError, train
@@ -43,9 +44,9 @@ SUPPORT_THRESHOLD = 0.5  # a feature belongs to factor k iff |W_jk| > 0.5 (§5);
 # it raised the median group consensus from 0.71 to 0.78 and shared consensus from 0.97 to 1.0.
 DEFAULTS = {
     "gaussian": dict(n_shared=30, n_specific=5, hidden=(50, 50), max_epochs=500, lr=3e-3, lr_W=1e-2,
-                     normalize_decoder=False),
+                     normalize_decoder=False, merge_dependent=None),
     "nb": dict(n_shared=50, n_specific=10, hidden=(256, 128), max_epochs=800, lr=1e-3, lr_W=1e-2,
-               normalize_decoder=True),
+               normalize_decoder=True, merge_dependent=0.5),
 }
 
 
@@ -110,6 +111,14 @@ class MSSVAE(BaseEstimator):
         by 1/f so the objective stays unbiased.  The decoder, which is nearly all the cost at
         RNA scale, then costs f as much per step; the encoders still read every feature.
         1.0 (default) is the paper's full objective.  Measured effect on recovery: README.
+    merge_dependent : "auto", float in (0, 1] or None
+        After fitting, merge the active columns of one block whose factors are functions of one
+        another (leave-one-out 3-nearest-neighbour R² of one factor's posterior means from the
+        other's ≥ this threshold, either direction): the kept column's gene set becomes their union
+        and the others are zeroed in ``W_shared_`` / ``W_specific_``.  The NB fit often learns a
+        nonlinear factor z as two latents, z and a function of it (README, "Counts (NB)").
+        "auto": 0.5 for NB, None (off) for Gaussian.  The decoder keeps its own masks
+        (``module_.W``); ``transform`` still returns every factor.
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -144,6 +153,8 @@ class MSSVAE(BaseEstimator):
     factor_names_ : list of str, columns of ``transform`` output
     noise_variance_ : ndarray (n_features,) (Gaussian);  inverse_dispersion_ : ndarray (NB)
     history_ : pandas.DataFrame, one row per epoch: the loss and each term, λ0, active columns
+    merged_factors_ : list of lists of factor names, each a merged group, the kept factor first
+    merged_groups_ : the same as column indices of ``transform``'s output
     factor_kl_ : ndarray (K_S + Σ K_m,), mean KL of each factor's posterior from its prior, in
         nats, over the samples that own it; ≈ 0 for factors the model does not use
     prior_weight_ : float, the prior weight at the last step;  device_ : str;  converged_ : bool
@@ -154,8 +165,8 @@ class MSSVAE(BaseEstimator):
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
                  prior_per_feature=False, kl_weight=1.0, feature_subsample=1.0, normalize_decoder=None,
-                 noise_alpha=1.5, feature_chunk_size=None, device="auto", precision="auto", random_state=0,
-                 verbose=False):
+                 merge_dependent="auto", noise_alpha=1.5, feature_chunk_size=None, device="auto", precision="auto",
+                 random_state=0, verbose=False):
         self.n_shared = n_shared
         self.n_specific = n_specific
         self.likelihood = likelihood
@@ -175,6 +186,7 @@ class MSSVAE(BaseEstimator):
         self.feature_subsample = feature_subsample
         self.kl_weight = kl_weight
         self.normalize_decoder = normalize_decoder
+        self.merge_dependent = merge_dependent
         self.noise_alpha = noise_alpha
         self.feature_chunk_size = feature_chunk_size
         self.device = device
@@ -211,6 +223,15 @@ class MSSVAE(BaseEstimator):
         s["feature_subsample"] = val.check_fraction(self.feature_subsample, "feature_subsample")
         s["kl_weight"] = val.check_positive_float(self.kl_weight, "kl_weight")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
+        merge = self.merge_dependent
+        if isinstance(merge, str) and merge == "auto":
+            merge = d["merge_dependent"]
+        if merge is not None and merge is not False:
+            if isinstance(merge, bool) or not isinstance(merge, (int, float)) or not 0.0 < merge <= 1.0:
+                raise ValueError(f"`merge_dependent` must be 'auto', None/False or a threshold in (0, 1]; "
+                                 f"got {self.merge_dependent!r}")
+            merge = float(merge)
+        s["merge_dependent"] = merge or None
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
             mode = "calibrated" if likelihood == "nb" else "fixed"
@@ -286,6 +307,7 @@ class MSSVAE(BaseEstimator):
             raise ValueError(f"`checkpoint_every` must be a positive integer; got {checkpoint_every!r}")
 
         self.studies_ = labels
+        self.merged_groups_ = []
         self.n_features_in_ = G
         self.feature_names_in_ = feature_names
         self._n_specific = s["n_specific"]
@@ -339,6 +361,12 @@ class MSSVAE(BaseEstimator):
             self.prior_weight_ = float(self.history_["prior_weight"].iloc[-1])
         self.converged_ = result.converged
         self._set_fitted_attributes(s)
+        if s["merge_dependent"] is not None:
+            Z = self.transform(X, study)
+            W = self.module_.W.detach().cpu().numpy()
+            self.merged_groups_ = block_groups(Z, codes, W, self.module_.n_shared, self._n_specific,
+                                               s["merge_dependent"])
+            self._set_fitted_attributes(s)
         self.factor_kl_ = self._factor_kl(Xt, st)
         self._warn_hidden_factors()
         return self
@@ -390,6 +418,8 @@ class MSSVAE(BaseEstimator):
         active[self.active_shared_] = True
         for start, lab in zip(self.module_.block_starts, self.studies_):
             active[start + self.active_specific_[lab]] = True
+        for group in self.merged_groups_:   # merged away: their genes are in the kept factor's set
+            active[group] = True
         hidden = [self.factor_names_[k] for k in np.flatnonzero(used & ~active)]
         if hidden:
             warnings.warn(
@@ -455,6 +485,9 @@ class MSSVAE(BaseEstimator):
             eta = module.eta.detach().cpu()
             p_star, _ = e_step(W, eta, schedule.values[-1], float(self.lambda1))
         W, p_star, eta = W.numpy().astype(np.float64), p_star.numpy(), eta.numpy()
+        # Factors that are functions of one another become one gene set, the union (merging.py).
+        plan = merge_plan(W, getattr(self, "merged_groups_", []))
+        W, p_star = apply_merge_plan(W, plan), apply_merge_plan(p_star, plan)
         K_S = module.n_shared
         self.W_shared_ = W[:, :K_S]
         self.inclusion_shared_ = p_star[:, :K_S]
@@ -475,6 +508,8 @@ class MSSVAE(BaseEstimator):
         self.factor_names_ = [f"shared_{k}" for k in range(K_S)] + [
             f"{lab}_{k}" for lab, k_m in zip(self.studies_, module.n_specific) for k in range(k_m)
         ]
+        self.merged_factors_ = [[self.factor_names_[keep]] + [self.factor_names_[c] for c in group if c != keep]
+                                for keep, group, _ in plan]
         if self.likelihood == "gaussian":
             self.noise_variance_ = torch.exp(module.log_var.detach()).cpu().numpy()
         else:
@@ -621,6 +656,7 @@ class MSSVAE(BaseEstimator):
             "feature_names": self.feature_names_in_.tolist(), "data_priors": _jsonable(self._data_priors),
             "converged": bool(getattr(self, "converged_", False)),
             "factor_kl": np.asarray(getattr(self, "factor_kl_", [])).tolist(),
+            "merged_groups": [[int(c) for c in g] for g in getattr(self, "merged_groups_", [])],
             "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
             "tensors_sha256": digest,
         }
@@ -672,6 +708,7 @@ class MSSVAE(BaseEstimator):
         model.converged_ = meta["converged"]
         model.factor_kl_ = np.asarray(meta.get("factor_kl", []), dtype=float)
         model.history_ = pd.DataFrame(meta["history"])
+        model.merged_groups_ = [[int(c) for c in g] for g in meta.get("merged_groups", [])]
         model._set_fitted_attributes()
         return model
 

@@ -345,6 +345,8 @@ class _Context:
             ("active shared factors K̂_S", f"{n_shared_active} of {m.W_shared_.shape[1]}"),
             ("active study-specific factors Σ K̂_m",
              f"{len(self.active) - n_shared_active} of {self.W.shape[1] - m.W_shared_.shape[1]}"),
+            ("merged factors (functions of one another)",
+             "; ".join(" + ".join(g) for g in getattr(m, "merged_factors_", [])) or "none"),
             ("epochs run", len(h)),
             ("converged (ran to the end)", bool(getattr(m, "converged_", False))),
             ("device", getattr(m, "device_", "n/a")),
