@@ -158,6 +158,7 @@ def _bad_inputs(tmp_path):
     (["ok.csv", "--prior-weight", "strong"], "--prior-weight"),
     (["ok.csv", "--prior-weight", "-1"], "--prior-weight"),
     (["ok.csv", "--merge-dependent", "2"], "--merge-dependent"),
+    (["ok.csv", "--dispersion-init", "poisson"], "--dispersion-init"),
 ])
 def test_fit_bad_input_is_a_one_line_error(tmp_path, args, fragment):
     _bad_inputs(tmp_path)

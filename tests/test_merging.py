@@ -72,7 +72,7 @@ def test_merge_dependent_only_rewrites_the_reported_masks_and_survives_saving(tm
                           random_state=0)
     kw = dict(likelihood="nb", n_shared=4, n_specific=2, hidden=(16, 16), max_epochs=30, batch_size=128)
     raw = MSSVAE(merge_dependent=None, **kw).fit(sim.X, sim.study)
-    merged = MSSVAE(**kw).fit(sim.X, sim.study)          # "auto" merges for NB
+    merged = MSSVAE(**kw).fit(sim.X, sim.study)          # "auto" merges (threshold 0.5)
     assert raw.merged_groups_ == [] and merged.merged_groups_, "the short fit has no dependent factors to test"
     W_raw = np.concatenate([raw.W_shared_] + list(raw.W_specific_.values()), 1)
     W_new = np.concatenate([merged.W_shared_] + list(merged.W_specific_.values()), 1)

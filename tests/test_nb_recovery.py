@@ -76,3 +76,16 @@ def test_per_feature_calibration_also_finds_sparse_modules():
     W = np.hstack([model.W_shared_, *model.W_specific_.values()])
     assert 0.02 < (np.abs(W) > 0.5).mean() < 0.3
     assert jaccard_matrix(sim.W_shared != 0, support(model.W_shared_)).max() >= 0.5
+
+
+def test_dispersion_starts_at_the_moments_or_at_the_number_given():
+    from mssvae.likelihoods import nb_inverse_dispersion_init
+
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    kw = dict(likelihood="nb", n_shared=1, n_specific=1, hidden=(4, 4), max_epochs=1, lr_W=1e-12, lr=1e-12)
+    paper = MSSVAE(**kw).fit(sim.X, sim.study)        # "auto": the paper's moment start
+    np.testing.assert_allclose(paper.inverse_dispersion_, nb_inverse_dispersion_init(sim.X), rtol=1e-4)
+    flat = MSSVAE(dispersion_init=30.0, **kw).fit(sim.X, sim.study)
+    np.testing.assert_allclose(flat.inverse_dispersion_, 30.0, rtol=1e-4)
+    with pytest.raises(ValueError, match="dispersion_init"):
+        MSSVAE(dispersion_init="poisson", **kw).fit(sim.X, sim.study)

@@ -86,6 +86,23 @@ class _MergeThreshold(click.ParamType):
         return number
 
 
+class _DispersionInit(click.ParamType):
+    """"auto" | "moments" | a positive number."""
+
+    name = "auto|moments|FLOAT"
+
+    def convert(self, value, param, ctx):
+        if str(value).lower() in ("auto", "moments"):
+            return str(value).lower()
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not 0 < number < float("inf"):
+            self.fail(f"{value!r} is not auto, moments or a positive number", param, ctx)
+        return number
+
+
 class _NSpecific(click.ParamType):
     """"5" → 5 (every study), "a=3,b=2" → {"a": 3, "b": 2}."""
 
@@ -282,9 +299,11 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Multiplier of the factors' KL terms (default 1, Eq. 2.4; README, Counts (NB)).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
+@click.option("--dispersion-init", type=_DispersionInit(), default=None,
+              help="Starting NB inverse dispersion of every gene: auto (50), moments (the paper's) or a number.")
 @click.option("--merge-dependent", type=_MergeThreshold(), default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
-                   "threshold) into one gene set: auto (default: 0.5 for nb, off for gaussian), off, or a number.")
+                   "threshold) into one gene set: auto (default, 0.5), off, or a number.")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_out"),
@@ -298,7 +317,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, merge_dependent, seed, device,
+        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, dispersion_init, merge_dependent,
+        seed, device,
         output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
@@ -324,7 +344,8 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
-                 kl_weight=kl_weight, feature_subsample=feature_subsample, merge_dependent=merge_dependent,
+                 kl_weight=kl_weight, feature_subsample=feature_subsample, dispersion_init=dispersion_init,
+                 merge_dependent=merge_dependent,
                  random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
