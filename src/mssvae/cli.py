@@ -300,7 +300,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--dispersion-init", type=_DispersionInit(), default=None,
-              help="Starting NB inverse dispersion of every gene: auto (50), moments (the paper's) or a number.")
+              help="Starting NB inverse dispersion: auto (= moments, the paper's start per gene) or a number "
+                   "for every gene (README, Counts (NB), item 13).")
 @click.option("--merge-dependent", type=_MergeThreshold(), default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set: auto (default, 0.5), off, or a number.")
@@ -318,8 +319,7 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
         prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, dispersion_init, merge_dependent,
-        seed, device,
-        output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
+        seed, device, output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -345,8 +345,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
                  kl_weight=kl_weight, feature_subsample=feature_subsample, dispersion_init=dispersion_init,
-                 merge_dependent=merge_dependent,
-                 random_state=seed, device=device)
+                 merge_dependent=merge_dependent, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ The fitted NB model often gives those genes a column of their own, whose factor 
 function of the factor of the module's other column: the encoder learnt sin(c z) as a second latent
 instead of the decoder learning the curve.  In a nonlinear factor model z and g(z) are one factor,
 so such columns can be put back together.  ``MSSVAE(merge_dependent=...)`` does this after fitting
-(by default for NB); measured on the simulations: README, "Counts (NB)", item 11.
+(by default); measured on the simulations: README, "Counts (NB)", item 11.
 
 The test of dependence is nonparametric and symmetric: the leave-one-out R² of predicting one
 factor's posterior means from the k nearest samples in the other factor, the larger of the two
@@ -148,10 +148,9 @@ def merge_blocks(W_shared, W_specific: dict, Z: np.ndarray, study: np.ndarray, t
     groups = block_groups(Z, codes, W, K_S, n_specific, threshold, k)
     merged = merge_columns(W, groups)
     starts = np.cumsum([K_S] + n_specific)
-    by_block = {"shared": [g for g in groups if g[0] < K_S]}
+    by_block = {"shared": [list(g) for g in groups if g[0] < K_S]}
     merged_specific = {}
     for m, lab in enumerate(labels):
         merged_specific[lab] = merged[:, starts[m]:starts[m + 1]]
-        by_block[lab] = [[c - starts[m] for c in g] for g in groups if starts[m] <= g[0] < starts[m + 1]]
-    by_block["shared"] = [list(g) for g in by_block["shared"]]
+        by_block[lab] = [[int(c - starts[m]) for c in g] for g in groups if starts[m] <= g[0] < starts[m + 1]]
     return merged[:, :K_S], merged_specific, by_block
