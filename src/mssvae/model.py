@@ -41,8 +41,8 @@ DEFAULT_PRIOR_SCALE = 2e-3
 # counts the planted signal as over-dispersion (φ ≈ 0.3 on §4.2, where the noise has φ ≈ 50), and
 # a gene whose curve the decoder has not learnt keeps a flat likelihood: the sin genes ended at
 # φ ≈ 0.15 and mostly out of every gene set, linear genes at φ ≈ 12.  A low-noise start (φ = 50)
-# brought the sin genes in, but through the calibrated weight (which follows the information) it
-# also changed the penalty early, and every shared column stayed on (README, "Counts (NB)", item 13).
+# brought the sin genes in, but every shared column stayed on, with a calibrated or a fixed prior
+# weight alike (README, "Counts (NB)", item 13).
 DISPERSION_INIT = "moments"
 # merge_dependent="auto": merge two factors of a block when either one's posterior means predict the
 # other's with leave-one-out 3-NN R² ≥ 0.5.  Re-scored on saved fits, it raised group consensus
