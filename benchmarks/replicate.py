@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from mssvae import MSSVAE
-from mssvae.merging import merge_dependent_factors
+from mssvae.merging import merge_blocks
 from mssvae.metrics import evaluate_simulation, merge_duplicate_columns
 from mssvae.plotting import plot_replicates
 from mssvae.simulate import simulate_gaussian, simulate_rnaseq
@@ -62,9 +62,10 @@ MERGED_KEYS = ("shared_consensus", "shared_relevance", "shared_recovery", "group
                "group_recovery", "n_shared_est")
 
 
-def merged_scores(sim, model, max_density) -> dict:
-    """Support metrics after merging factors that are functions of one another (mssvae.merging)."""
-    W_shared, W_specific, _ = merge_dependent_factors(model, sim.X, sim.study)
+def merged_scores(sim, W_shared, W_specific, Z, study, max_density) -> dict:
+    """Support metrics after merging factors that are functions of one another (mssvae.merging);
+    Z (N, K) in the layout of ``MSSVAE.transform``, ``study`` the label of each row."""
+    W_shared, W_specific, _ = merge_blocks(W_shared, W_specific, Z, study)
     res = evaluate_simulation(sim, W_shared, W_specific, max_density=max_density)
     return {f"{k}_merged": res[k] for k in MERGED_KEYS}
 
@@ -108,7 +109,7 @@ def main() -> None:
                "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
         row.update({k: v for k, v in res.items() if not isinstance(v, dict)})
         row.update(dedup_scores(sim, model.W_shared_, model.W_specific_, max_density))
-        row.update(merged_scores(sim, model, max_density))
+        row.update(merged_scores(sim, model.W_shared_, model.W_specific_, Z, sim.study, max_density))
         row["n_specific_est"] = json.dumps(res.get("n_specific_est"))
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "machine"},

@@ -11,10 +11,8 @@ import json
 
 import numpy as np
 import pandas as pd
-from replicate import MERGED_KEYS, dedup_scores
+from replicate import dedup_scores, merged_scores
 
-from mssvae.merging import merge_blocks
-from mssvae.metrics import evaluate_simulation
 from mssvae.simulate import simulate_gaussian, simulate_rnaseq
 
 p = argparse.ArgumentParser()
@@ -33,9 +31,7 @@ for _, row in df.iterrows():
     scores = dedup_scores(sim, d["W_shared"], W_spec, max_density)
     if "Z" in d.files:   # study codes index the sorted labels, as MSSVAE.studies_ does
         labels = np.array(sorted(W_spec))[d["study"]]
-        Ws, Wm, _ = merge_blocks(d["W_shared"], W_spec, d["Z"], labels)
-        res = evaluate_simulation(sim, Ws, Wm, max_density=max_density)
-        scores.update({f"{k}_merged": res[k] for k in MERGED_KEYS})
+        scores.update(merged_scores(sim, d["W_shared"], W_spec, d["Z"], labels, max_density))
     out.append(scores)
 df = pd.concat([df.drop(columns=[c for c in out[0] if c in df]), pd.DataFrame(out)], axis=1)
 df.to_csv(a.table, index=False)

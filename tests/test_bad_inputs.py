@@ -28,7 +28,8 @@ FAST = dict(n_shared=2, n_specific=1, max_epochs=1, batch_size=16, hidden=(4, 4)
 ARGUMENTS = (
     "X", "study", "feature_names", "n_shared", "n_specific", "likelihood", "hidden", "max_epochs", "batch_size",
     "lr", "lr_W", "lambda1", "lambda0", "anneal_fractions", "a", "b", "prior_weight", "prior_scale",
-    "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "device",
+    "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "merge_dependent",
+    "dispersion_init", "device",
     "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every",
 )
 # A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
@@ -225,6 +226,10 @@ CASES = [
          "`feature_subsample` must be a positive finite number; got 0"),
     case("kl_weight-negative", lambda: fit(kl_weight=-1.0), ValueError,
          "`kl_weight` must be a positive finite number; got -1.0"),
+    case("merge_dependent-over-1", lambda: fit(merge_dependent=1.5), ValueError,
+         "`merge_dependent` must be 'auto', None/False or a threshold in (0, 1]; got 1.5"),
+    case("dispersion_init-text", lambda: fit(dispersion_init="poisson"), ValueError,
+         "`dispersion_init` must be 'auto', 'moments' or a positive number; got 'poisson'"),
     case("normalize_decoder-text", lambda: fit(normalize_decoder="no"), TypeError,
          "`normalize_decoder` must be True or False; got 'no'"),
     case("random_state-none", lambda: fit(random_state=None), TypeError,
@@ -578,6 +583,8 @@ GOOD_AND_BAD = {
     "feature_chunk_size": [None, 1, 2, 0, -3, 2.5],
     "feature_subsample": [1.0, 0.5, 0.01, 0, 1.5, "half"],
     "kl_weight": [1.0, 5.0, 0.0, -1.0, float("inf")],
+    "merge_dependent": ["auto", None, False, 0.5, 0, 1.5, "yes"],
+    "dispersion_init": ["auto", "moments", 50.0, 0, -1.0, "x"],
     "precision": ["auto", "fp32", "bf16", "fp16", None],
 }
 

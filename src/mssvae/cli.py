@@ -51,56 +51,36 @@ class _IntPair(click.ParamType):
         return parts
 
 
-class _PriorWeight(click.ParamType):
-    """"auto" | "fixed" | "calibrated" | a positive number."""
+class _WordOrNumber(click.ParamType):
+    """One of ``words`` (case-insensitive, mapped to its value) or a number with ``valid(number)``:
+    the options whose value is a keyword or a number (--prior-weight, --dispersion-init, ...)."""
 
-    name = "auto|fixed|calibrated|FLOAT"
+    def __init__(self, words: dict, valid, numbers: str):
+        self.words, self.valid, self.numbers = words, valid, numbers
+        self.name = "|".join(words) + "|FLOAT"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, float) or str(value).lower() in ("auto", "fixed", "calibrated"):
-            return value if isinstance(value, float) else str(value).lower()
+        if isinstance(value, float) or value is False:   # a default, or a value already converted
+            return value
+        if str(value).lower() in self.words:
+            return self.words[str(value).lower()]
         try:
             number = float(value)
         except ValueError:
             number = float("nan")
-        if not number > 0 or number == float("inf"):
-            self.fail(f"{value!r} is not auto, fixed, calibrated or a positive number", param, ctx)
+        if not self.valid(number):
+            self.fail(f"{value!r} is not {', '.join(self.words)} or {self.numbers}", param, ctx)
         return number
 
 
-class _MergeThreshold(click.ParamType):
-    """"auto" | "off" | a number in (0, 1] (off is passed on as False)."""
-
-    name = "auto|off|FLOAT"
-
-    def convert(self, value, param, ctx):
-        text = str(value).lower()
-        if text in ("auto", "off"):
-            return "auto" if text == "auto" else False
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not 0 < number <= 1:
-            self.fail(f"{value!r} is not auto, off or a number in (0, 1]", param, ctx)
-        return number
+def _positive(x: float) -> bool:
+    return 0 < x < float("inf")
 
 
-class _DispersionInit(click.ParamType):
-    """"auto" | "moments" | a positive number."""
-
-    name = "auto|moments|FLOAT"
-
-    def convert(self, value, param, ctx):
-        if str(value).lower() in ("auto", "moments"):
-            return str(value).lower()
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not 0 < number < float("inf"):
-            self.fail(f"{value!r} is not auto, moments or a positive number", param, ctx)
-        return number
+_PRIOR_WEIGHT = _WordOrNumber({w: w for w in ("auto", "fixed", "calibrated")}, _positive, "a positive number")
+_DISPERSION_INIT = _WordOrNumber({w: w for w in ("auto", "moments")}, _positive, "a positive number")
+# "off" is passed on as False, which MSSVAE reads as no merging.
+_MERGE_THRESHOLD = _WordOrNumber({"auto": "auto", "off": False}, lambda x: 0 < x <= 1, "a number in (0, 1]")
 
 
 class _NSpecific(click.ParamType):
@@ -288,7 +268,7 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate of the networks.")
 @click.option("--lr-w", "lr_W", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Learning rate of the masks W.")
-@click.option("--prior-weight", type=_PriorWeight(), default=None,
+@click.option("--prior-weight", type=_PRIOR_WEIGHT, default=None,
               help="Weight of the spike-and-slab log-prior: a number, fixed (N/300), calibrated (to the "
                    "likelihood's Fisher information) or auto (default: fixed for gaussian, calibrated for nb).")
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -299,10 +279,10 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Multiplier of the factors' KL terms (default 1, Eq. 2.4; README, Counts (NB)).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
-@click.option("--dispersion-init", type=_DispersionInit(), default=None,
+@click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
               help="Starting NB inverse dispersion: auto (= moments, the paper's start per gene) or a number "
                    "for every gene (README, Counts (NB), item 13).")
-@click.option("--merge-dependent", type=_MergeThreshold(), default=None,
+@click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set: auto (default, 0.5), off, or a number.")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")

@@ -386,13 +386,11 @@ class MSSVAE(BaseEstimator):
         if len(self.history_):
             self.prior_weight_ = float(self.history_["prior_weight"].iloc[-1])
         self.converged_ = result.converged
-        self._set_fitted_attributes(s)
-        if s["merge_dependent"] is not None:
-            Z = self.transform(X, study)
+        if s["merge_dependent"] is not None:   # transform needs only the module, not the fitted attributes
             W = self.module_.W.detach().cpu().numpy()
-            self.merged_groups_ = block_groups(Z, codes, W, self.module_.n_shared, self._n_specific,
-                                               s["merge_dependent"])
-            self._set_fitted_attributes(s)
+            self.merged_groups_ = block_groups(self.transform(X, study), codes, W, self.module_.n_shared,
+                                               self._n_specific, s["merge_dependent"])
+        self._set_fitted_attributes(s)
         self.factor_kl_ = self._factor_kl(Xt, st)
         self._warn_hidden_factors()
         return self
