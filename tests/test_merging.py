@@ -71,8 +71,8 @@ def test_merge_dependent_only_rewrites_the_reported_masks_and_survives_saving(tm
     sim = simulate_rnaseq(n_samples=300, n_features=60, proportions=(0.5, 0.5), n_shared=2, n_specific=1,
                           random_state=0)
     kw = dict(likelihood="nb", n_shared=4, n_specific=2, hidden=(16, 16), max_epochs=30, batch_size=128)
-    raw = MSSVAE(merge_dependent=None, **kw).fit(sim.X, sim.study)
-    merged = MSSVAE(**kw).fit(sim.X, sim.study)          # "auto" merges (threshold 0.5)
+    raw = MSSVAE(merge_dependent=None, min_anchors=0, **kw).fit(sim.X, sim.study)
+    merged = MSSVAE(min_anchors=0, **kw).fit(sim.X, sim.study)          # "auto" merges (threshold 0.5)
     assert raw.merged_groups_ == [] and merged.merged_groups_, "the short fit has no dependent factors to test"
     W_raw = np.concatenate([raw.W_shared_] + list(raw.W_specific_.values()), 1)
     W_new = np.concatenate([merged.W_shared_] + list(merged.W_specific_.values()), 1)
@@ -101,3 +101,56 @@ def test_a_bad_merge_threshold_is_named():
     for bad in (0, 1.5, "yes", True):
         with pytest.raises(ValueError, match="merge_dependent"):
             MSSVAE(likelihood="nb", merge_dependent=bad, max_epochs=1).fit(X, ["a"] * 10 + ["b"] * 10)
+
+
+def test_a_column_without_two_anchor_genes_is_redundant():
+    """Assumption 1: a factor needs two anchor features (genes in no other gene set of its block)."""
+    from mssvae.merging import block_redundant, redundant_columns
+
+    S = np.zeros((15, 5), bool)
+    S[0:5, 0] = S[5:10, 1] = True
+    S[[0, 1, 5, 6], 2] = True      # a mixture of columns 0 and 1: no gene of its own
+    S[[14], 3] = True              # a single gene shared with nobody: left alone
+    S[[4, 12, 13], 4] = True       # overlaps column 0 but has two anchors (12, 13): a factor
+    assert redundant_columns(S) == [2]
+    # Duplicates: the smaller copy goes first, then the anchors are counted again, so one copy stays.
+    D = np.zeros((6, 3), bool)
+    D[0:4, 0] = D[0:4, 1] = True
+    D[0:3, 2] = True
+    assert redundant_columns(D) == [2, 0]
+    assert redundant_columns(D, min_anchors=0) == []
+    # Block by block: a shared column is never judged against a study's columns.
+    W = np.zeros((6, 4))
+    W[0:4, 0] = W[0:3, 1] = 1.0     # shared block: column 1 lies inside column 0
+    W[0:4, 2] = W[4:6, 3] = 1.0     # study block: column 2 repeats shared column 0, but on its own block
+    assert block_redundant(W, n_shared=2, n_specific=[2]) == [1]
+
+
+def test_redundant_columns_are_zeroed_in_the_report_and_survive_saving(tmp_path):
+    from mssvae import MSSVAE
+    from mssvae.simulate import simulate_rnaseq
+
+    sim = simulate_rnaseq(n_samples=300, n_features=60, proportions=(0.5, 0.5), n_shared=2, n_specific=1,
+                          random_state=0)
+    kw = dict(likelihood="nb", n_shared=4, n_specific=2, hidden=(16, 16), max_epochs=30, batch_size=128,
+              merge_dependent=None)
+    raw = MSSVAE(min_anchors=0, **kw).fit(sim.X, sim.study)
+    kept = MSSVAE(**kw).fit(sim.X, sim.study)                 # min_anchors=2 (default)
+    assert raw.redundant_factors_ == [] and kept.redundant_factors_, "the short fit has no redundant column"
+    W_raw = np.concatenate([raw.W_shared_] + list(raw.W_specific_.values()), 1)
+    W_new = np.concatenate([kept.W_shared_] + list(kept.W_specific_.values()), 1)
+    gone = kept.redundant_columns_
+    assert [kept.factor_names_[c] for c in gone] == kept.redundant_factors_
+    assert not W_new[:, gone].any()
+    others = [c for c in range(W_raw.shape[1]) if c not in gone]
+    np.testing.assert_array_equal(W_new[:, others], W_raw[:, others])
+    # every set-aside gene set lay (but for at most one gene) inside the union of its block's others
+    S = np.abs(W_raw) > 0.5
+    for c in gone:
+        block = range(0, 4) if c < 4 else range(4 + 2 * ((c - 4) // 2), 6 + 2 * ((c - 4) // 2))
+        rest = S[:, [b for b in block if b != c and b not in gone[:gone.index(c)]]].any(1)
+        assert (S[:, c] & ~rest).sum() < 2
+    kept.save(tmp_path / "m")
+    again = MSSVAE.load(tmp_path / "m")
+    assert again.redundant_factors_ == kept.redundant_factors_
+    np.testing.assert_array_equal(again.W_shared_, kept.W_shared_)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mssvae import MSSVAE
+from mssvae.likelihoods import nb_inverse_dispersion_init as nb_start
 from mssvae.metrics import jaccard_matrix, support
 from mssvae.simulate import simulate_rnaseq
 
@@ -89,3 +90,21 @@ def test_dispersion_starts_at_the_moments_or_at_the_number_given():
     np.testing.assert_allclose(flat.inverse_dispersion_, 30.0, rtol=1e-4)
     with pytest.raises(ValueError, match="dispersion_init"):
         MSSVAE(dispersion_init="poisson", **kw).fit(sim.X, sim.study)
+
+
+def test_dispersion_warmup_shares_one_phi_then_releases_each_gene():
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    kw = dict(likelihood="nb", n_shared=1, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32)
+    tied = MSSVAE(dispersion_warmup=1.0, **kw).fit(sim.X, sim.study)        # tied to the end
+    phi = tied.inverse_dispersion_
+    assert np.ptp(np.log(phi)) < 1e-6
+    start = np.exp(np.log(nb_start(sim.X)).mean())
+    assert not np.isclose(phi[0], start, rtol=1e-3)                            # the shared φ is learnt
+    released = MSSVAE(dispersion_warmup=0.5, **kw).fit(sim.X, sim.study)    # 2 epochs tied, 2 free
+    assert np.ptp(np.log(released.inverse_dispersion_)) > 1e-4
+    labels = sorted(set(sim.study))
+    assert MSSVAE(**kw)._settings(labels, 12, 60)["dispersion_warmup"] == pytest.approx(0.3)  # λ0's annealing
+    gauss = MSSVAE(likelihood="gaussian", n_shared=1, n_specific=1)
+    assert gauss._settings(labels, 12, 60)["dispersion_warmup"] == 0.0
+    with pytest.raises(ValueError, match="dispersion_warmup"):
+        MSSVAE(dispersion_warmup=1.5, **kw).fit(sim.X, sim.study)

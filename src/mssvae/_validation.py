@@ -284,11 +284,14 @@ def check_positive_float(value, name: str) -> float:
     return float(value)
 
 
-def check_fraction(value, name: str) -> float:
-    """A share in (0, 1]."""
+def check_fraction(value, name: str, allow_zero: bool = False, of: str = "the features") -> float:
+    """A share in (0, 1], or [0, 1] with ``allow_zero``."""
+    if allow_zero and not isinstance(value, bool) and isinstance(value, (int, float)) and value == 0:
+        return 0.0
     value = check_positive_float(value, name)
     if value > 1.0:
-        raise ValueError(f"`{name}` must be in (0, 1] (a share of the features); got {value}")
+        low = "[0" if allow_zero else "(0"
+        raise ValueError(f"`{name}` must be in {low}, 1] (a share of {of}); got {value}")
     return value
 
 

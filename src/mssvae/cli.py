@@ -81,6 +81,7 @@ _PRIOR_WEIGHT = _WordOrNumber({w: w for w in ("auto", "fixed", "calibrated")}, _
 _DISPERSION_INIT = _WordOrNumber({w: w for w in ("auto", "moments")}, _positive, "a positive number")
 # "off" is passed on as False, which MSSVAE reads as no merging.
 _MERGE_THRESHOLD = _WordOrNumber({"auto": "auto", "off": False}, lambda x: 0 < x <= 1, "a number in (0, 1]")
+_WARMUP = _WordOrNumber({"auto": "auto"}, lambda x: 0 <= x <= 1, "a number in [0, 1]")
 
 
 class _NSpecific(click.ParamType):
@@ -195,6 +196,8 @@ def _fit_summary(model, seconds: float) -> list[str]:
         lines.append(f"K_m {lab}: {model.n_specific_active_[lab]} of {model.W_specific_[lab].shape[1]}")
     for group in model.merged_factors_:
         lines.append(f"merged (factors that are functions of one another): {' + '.join(group)}")
+    if model.redundant_factors_:
+        lines.append(f"set aside (fewer than {model.min_anchors} anchor genes): {', '.join(model.redundant_factors_)}")
     lines.append(f"fit: {len(model.history_)} epochs in {seconds:.1f} s on {model.device_}")
     if not model.converged_:
         lines.append("warning: training did not run to the end (interrupted); the model is marked not converged")
@@ -282,9 +285,15 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
               help="Starting NB inverse dispersion: auto (= moments, the paper's start per gene) or a number "
                    "for every gene (README, Counts (NB), item 13).")
+@click.option("--dispersion-warmup", type=_WARMUP, default=None,
+              help="Share of the epochs with one inverse dispersion for all genes: auto (default: the λ0 "
+                   "annealing period, 0.3, for nb; 0 for gaussian) or a number in [0, 1].")
 @click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set: auto (default, 0.5), off, or a number.")
+@click.option("--min-anchors", type=click.IntRange(min=0), default=None,
+              help="Merge a column with fewer anchor genes (genes in no other gene set of its block) into the "
+                   "column it overlaps most (default 2, the paper's Assumption 1; 0: off).")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_out"),
@@ -298,8 +307,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, dispersion_init, merge_dependent,
-        seed, device, output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
+        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, dispersion_init, dispersion_warmup,
+        merge_dependent, min_anchors, seed, device, output_dir, overwrite, quiet, threads, checkpoint_dir,
+        checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -325,7 +335,8 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
                  kl_weight=kl_weight, feature_subsample=feature_subsample, dispersion_init=dispersion_init,
-                 merge_dependent=merge_dependent, random_state=seed, device=device)
+                 dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent, min_anchors=min_anchors,
+                 random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()

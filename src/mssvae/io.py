@@ -87,6 +87,7 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "n_specific_active": {str(k): v for k, v in model.n_specific_active_.items()},
         # Each merged group as one string "kept+other+...": h5ad stores ragged lists badly.
         "merged_factors": ["+".join(group) for group in model.merged_factors_],
+        "redundant_factors": list(model.redundant_factors_),
         "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},
         "device": model.device_,
         "converged": bool(model.converged_),

@@ -1,4 +1,8 @@
-"""Factors that are functions of one another: one nonlinear factor split over two columns.
+"""Columns that are not separate factors, found after fitting, block by block.
+
+Two rules, applied in this order.
+
+1. Factors that are functions of one another: one nonlinear factor split over two columns.
 
 On the §4.2 simulation a third of each module's genes respond to sin(3π/4 · z) rather than to z.
 The fitted NB model often gives those genes a column of their own, whose factor is (nearly) a
@@ -11,6 +15,18 @@ The test of dependence is nonparametric and symmetric: the leave-one-out R² of 
 factor's posterior means from the k nearest samples in the other factor, the larger of the two
 directions.  For independent factors it is below 0; for y = sin(3π/4 x) with x ~ N(0, 1) it is
 0.9 at 40 samples (0.4–0.5 at 14).
+
+2. Columns without two anchor genes (the paper's Assumption 1).  The model is identified when every
+factor has at least two anchor features: features that depend on that factor alone.  A column
+whose gene set (|W| > 0.5) has fewer than two genes outside the block's other gene sets is not a
+factor the data can tell apart from the columns it overlaps: the fit has spread one factor over
+several columns (a duplicate, or a mixture of two gene sets that have columns of their own).  Such
+a column is reported as redundant, smallest first, recounting the anchors after each: its genes
+are already in the block's other gene sets (all but at most one).  Folding it into the column it
+overlaps most instead would add another factor's genes to that column; re-scored on saved fits,
+dropping was as good or better (README, "Counts (NB)", item 14).  Anchors are counted within the
+block (a shared column against the other shared columns).  A column that shares no gene with
+another (a single gene) is left alone.
 """
 
 from __future__ import annotations
@@ -60,6 +76,30 @@ def dependent_groups(Z: np.ndarray, columns, threshold: float = 0.5, k: int = 3)
     return list(groups.values())
 
 
+def redundant_columns(S: np.ndarray, min_anchors: int = 2) -> list[int]:
+    """Columns of one block's supports S (G, K) bool that lack ``min_anchors`` anchor genes.
+
+    Repeatedly, the smallest active column with fewer than ``min_anchors`` anchor genes (genes in
+    no other active column) that shares a gene with another active column is set aside, and the
+    anchors of the rest are counted again.  Returns the columns set aside, in that order.
+    """
+    S = np.array(S, dtype=bool, copy=True)
+    out: list[int] = []
+    while True:
+        active = np.flatnonzero(S.any(0))
+        if len(active) < 2:
+            return out
+        A = S[:, active]
+        only = A.sum(1) == 1
+        anchors = (A & only[:, None]).sum(0)
+        shares = (A.T.astype(int) @ A.astype(int) - np.diag(A.sum(0))).max(1) > 0
+        lacking = [i for i in np.argsort(A.sum(0), kind="stable") if anchors[i] < min_anchors and shares[i]]
+        if not lacking:
+            return out
+        out.append(int(active[lacking[0]]))
+        S[:, out[-1]] = False
+
+
 def merge_plan(W: np.ndarray, groups: list[list[int]], threshold: float = 0.5) -> list:
     """For each group of columns of W (G, K) to merge, a tuple (kept column, group, (G,) column of
     the group with the largest |W| in each row).  The kept column is the one with the largest support."""
@@ -103,26 +143,40 @@ def block_groups(Z: np.ndarray, codes: np.ndarray, W: np.ndarray, n_shared: int,
     all samples, a study's factors over that study's samples.
     """
     active = (np.abs(W) > 0.5).any(0)
-    blocks = [(0, n_shared, np.ones(len(codes), bool))]
-    start = n_shared
-    for m, k_m in enumerate(n_specific):
-        blocks.append((start, k_m, codes == m))
-        start += k_m
     out = []
-    for start, width, rows in blocks:
+    for start, width, rows in _blocks(codes, n_shared, n_specific):
         columns = [c for c in range(start, start + width) if active[c]]
         if len(columns) > 1 and rows.sum() > k:
             out += [g for g in dependent_groups(Z[rows], columns, threshold, k) if len(g) > 1]
     return out
 
 
-def merge_dependent_factors(model, X, study, threshold: float = 0.5, k: int = 3):
+def block_redundant(W: np.ndarray, n_shared: int, n_specific, min_anchors: int = 2) -> list[int]:
+    """Global indices of the columns of W (G, K) (layout of ``MSSVAE.transform``) that
+    :func:`redundant_columns` sets aside, block by block.  Pass W after merging dependent factors."""
+    out = []
+    for start, width, _ in _blocks(np.zeros(0, int), n_shared, n_specific):
+        out += [start + c for c in redundant_columns(np.abs(W[:, start:start + width]) > 0.5, min_anchors)]
+    return out
+
+
+def _blocks(codes: np.ndarray, n_shared: int, n_specific):
+    """(first column, width, rows that own the block) of the shared block and each study's."""
+    yield 0, n_shared, np.ones(len(codes), bool)
+    start = n_shared
+    for m, k_m in enumerate(n_specific):
+        yield start, k_m, codes == m
+        start += k_m
+
+
+def merge_dependent_factors(model, X, study, threshold: float = 0.5, k: int = 3, min_anchors: int = 0):
     """Merge, block by block, the active columns of a fitted MSSVAE whose factors depend on one another.
 
     Parameters
     ----------
     model : fitted MSSVAE;  X (N, G), study (N,): the data to read the factors on (the training data).
     threshold : dependence R² above which two factors count as one.
+    min_anchors : then zero the columns with fewer anchor genes than this (0: none); :func:`redundant_columns`.
 
     Returns
     -------
@@ -131,11 +185,11 @@ def merge_dependent_factors(model, X, study, threshold: float = 0.5, k: int = 3)
     Shared factors are compared over all samples, a study's factors over that study's samples.
     """
     return merge_blocks(model.W_shared_, model.W_specific_, model.transform(X, study), np.asarray(study),
-                        threshold, k)
+                        threshold, k, min_anchors)
 
 
 def merge_blocks(W_shared, W_specific: dict, Z: np.ndarray, study: np.ndarray, threshold: float = 0.5,
-                 k: int = 3):
+                 k: int = 3, min_anchors: int = 0):
     """:func:`merge_dependent_factors` from arrays: masks, factors Z (N, K_S + Σ K_m) in the layout of
     ``MSSVAE.transform`` (studies in the order of ``W_specific``), and the study label of each row."""
     labels = list(W_specific)
@@ -147,6 +201,8 @@ def merge_blocks(W_shared, W_specific: dict, Z: np.ndarray, study: np.ndarray, t
         codes[np.asarray(study) == lab] = m
     groups = block_groups(Z, codes, W, K_S, n_specific, threshold, k)
     merged = merge_columns(W, groups)
+    if min_anchors:
+        merged[:, block_redundant(merged, K_S, n_specific, min_anchors)] = 0.0
     starts = np.cumsum([K_S] + n_specific)
     by_block = {"shared": [list(g) for g in groups if g[0] < K_S]}
     merged_specific = {}

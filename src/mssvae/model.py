@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from . import _validation as val
 from . import checkpoint as ckpt
 from . import likelihoods as lk
-from .merging import apply_merge_plan, block_groups, merge_plan
+from .merging import apply_merge_plan, block_groups, block_redundant, merge_columns, merge_plan
 from .module import MSSVAEModule
 from .spike_slab import Lambda0Schedule, e_step
 from .training import TrainingConfig, TrainingDivergedError, train
@@ -44,6 +44,15 @@ DEFAULT_PRIOR_SCALE = 2e-3
 # brought the sin genes in, but every shared column stayed on, with a calibrated or a fixed prior
 # weight alike (README, "Counts (NB)", item 13).
 DISPERSION_INIT = "moments"
+# dispersion_warmup="auto" (NB): one inverse dispersion for all genes until λ0's annealing ends
+# (5 % + 25 % of the epochs, Appendix C.2.1), then one per gene.  With a φ per gene from the start
+# the genes whose curve the decoder has not yet learnt (the sin genes of §4.2) drift to a low φ,
+# and a gene with a low φ weighs little in the likelihood, so its curve is never learnt.  Tied,
+# every gene weighs alike while the gene sets form.  At N = 600 (5 seeds) it raised the median
+# shared consensus from 0.57 to 0.70 (README, "Counts (NB)", item 14).  Gaussian: 0, since σ²
+# already starts equal for all features (Appendix C.2.2) and has the inverse-gamma prior.
+# min_anchors=2: the paper's Assumption 1 (two anchor features per factor); see mssvae.merging.
+MIN_ANCHORS = 2
 # merge_dependent="auto": merge two factors of a block when either one's posterior means predict the
 # other's with leave-one-out 3-NN R² ≥ 0.5.  Re-scored on saved fits, it raised group consensus
 # in every fit where it changed anything and lowered none: Gaussian §4.1 (10 seeds), NB at N = 600
@@ -131,6 +140,13 @@ class MSSVAE(BaseEstimator):
         nonlinear factor z as two latents, z and a function of it (README, "Counts (NB)").
         "auto" = 0.5 for either likelihood; None or False: off.  The decoder keeps its own masks
         (``module_.W``); ``transform`` still returns every factor.
+    min_anchors : int
+        After fitting (and merging), a column of a block whose gene set has fewer than this many
+        anchor genes (genes in no other gene set of the block) is set aside as redundant: zeroed in
+        ``W_shared_`` / ``W_specific_``, smallest first, recounting after each (2, the paper's
+        Assumption 1: two anchor features per factor; 0: off).  Such a column is a duplicate or a
+        mixture of gene sets that have columns of their own.  ``redundant_factors_`` names them;
+        the decoder keeps them (README, "Counts (NB)", item 14).
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -140,6 +156,12 @@ class MSSVAE(BaseEstimator):
         method-of-moments start (Appendix C.2.2), per gene; a number starts every gene there (50
         is BCV ≈ 0.14, a low-noise start).  φ is learnt either way; measured trade-off: README,
         "Counts (NB)", item 13.
+    dispersion_warmup : "auto" or float in [0, 1]
+        Share of the epochs during which all genes share one inverse dispersion (the mean of their
+        log φ), after which each gene's φ is learnt on its own.  "auto": the λ0 annealing period
+        (``sum(anneal_fractions)``, 0.3) for NB, 0 for Gaussian (the same applies to σ² if set).
+        Without it, genes whose curve the decoder has not yet learnt take a low φ, weigh little in
+        the likelihood and stay out of every gene set (README, "Counts (NB)", items 12 and 14).
     noise_alpha : float
         α of the Inverse-Gamma noise prior (Gaussian only; 1.5).
     feature_chunk_size : int or None
@@ -172,6 +194,7 @@ class MSSVAE(BaseEstimator):
     history_ : pandas.DataFrame, one row per epoch: the loss and each term, λ0, active columns
     merged_factors_ : list of lists of factor names, each a merged group, the kept factor first
     merged_groups_ : the same as column indices of ``transform``'s output
+    redundant_factors_ : list of factor names set aside by ``min_anchors``;  redundant_columns_ : their indices
     factor_kl_ : ndarray (K_S + Σ K_m,), mean KL of each factor's posterior from its prior, in
         nats, over the samples that own it; ≈ 0 for factors the model does not use
     prior_weight_ : float, the prior weight at the last step;  device_ : str;  converged_ : bool
@@ -182,7 +205,8 @@ class MSSVAE(BaseEstimator):
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
                  prior_per_feature=False, kl_weight=1.0, feature_subsample=1.0, normalize_decoder=None,
-                 merge_dependent="auto", dispersion_init="auto", noise_alpha=1.5, feature_chunk_size=None,
+                 merge_dependent="auto", min_anchors=MIN_ANCHORS, dispersion_init="auto", dispersion_warmup="auto",
+                 noise_alpha=1.5, feature_chunk_size=None,
                  device="auto", precision="auto", random_state=0, verbose=False):
         self.n_shared = n_shared
         self.n_specific = n_specific
@@ -204,7 +228,9 @@ class MSSVAE(BaseEstimator):
         self.kl_weight = kl_weight
         self.normalize_decoder = normalize_decoder
         self.merge_dependent = merge_dependent
+        self.min_anchors = min_anchors
         self.dispersion_init = dispersion_init
+        self.dispersion_warmup = dispersion_warmup
         self.noise_alpha = noise_alpha
         self.feature_chunk_size = feature_chunk_size
         self.device = device
@@ -258,6 +284,11 @@ class MSSVAE(BaseEstimator):
         else:
             init = float(init)
         s["dispersion_init"] = init
+        s["min_anchors"] = val.check_positive_int(self.min_anchors, "min_anchors", allow_zero=True)
+        warmup = self.dispersion_warmup
+        if isinstance(warmup, str) and warmup == "auto":
+            warmup = sum(s["schedule"].fractions) if likelihood == "nb" else 0.0
+        s["dispersion_warmup"] = val.check_fraction(warmup, "dispersion_warmup", allow_zero=True, of="the epochs")
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
             mode = "calibrated" if likelihood == "nb" else "fixed"
@@ -333,7 +364,7 @@ class MSSVAE(BaseEstimator):
             raise ValueError(f"`checkpoint_every` must be a positive integer; got {checkpoint_every!r}")
 
         self.studies_ = labels
-        self.merged_groups_ = []
+        self.merged_groups_, self.redundant_columns_ = [], []
         self.n_features_in_ = G
         self.feature_names_in_ = feature_names
         self._n_specific = s["n_specific"]
@@ -360,6 +391,7 @@ class MSSVAE(BaseEstimator):
                 autocast_dtype=self._autocast_dtype(device),
                 per_feature_prior=s["prior_per_feature"] and s["prior_weight"] is None,
                 feature_fraction=s["feature_subsample"], kl_weight=s["kl_weight"], feature_seed=int(self.random_state),
+                noise_warmup=s["dispersion_warmup"],
             )
             rank = _rank() or 0
             if rank:
@@ -386,10 +418,13 @@ class MSSVAE(BaseEstimator):
         if len(self.history_):
             self.prior_weight_ = float(self.history_["prior_weight"].iloc[-1])
         self.converged_ = result.converged
+        W = self.module_.W.detach().cpu().numpy()
         if s["merge_dependent"] is not None:   # transform needs only the module, not the fitted attributes
-            W = self.module_.W.detach().cpu().numpy()
             self.merged_groups_ = block_groups(self.transform(X, study), codes, W, self.module_.n_shared,
                                                self._n_specific, s["merge_dependent"])
+        if s["min_anchors"]:
+            self.redundant_columns_ = block_redundant(merge_columns(W, self.merged_groups_), self.module_.n_shared,
+                                                      self._n_specific, s["min_anchors"])
         self._set_fitted_attributes(s)
         self.factor_kl_ = self._factor_kl(Xt, st)
         self._warn_hidden_factors()
@@ -444,6 +479,7 @@ class MSSVAE(BaseEstimator):
             active[start + self.active_specific_[lab]] = True
         for group in self.merged_groups_:   # merged away: their genes are in the kept factor's set
             active[group] = True
+        active[self.redundant_columns_] = True   # their genes are in the block's other gene sets
         hidden = [self.factor_names_[k] for k in np.flatnonzero(used & ~active)]
         if hidden:
             warnings.warn(
@@ -512,9 +548,12 @@ class MSSVAE(BaseEstimator):
             eta = module.eta.detach().cpu()
             p_star, _ = e_step(W, eta, schedule.values[-1], float(self.lambda1))
         W, p_star, eta = W.numpy().astype(np.float64), p_star.numpy(), eta.numpy()
-        # Factors that are functions of one another become one gene set, the union (merging.py).
+        # Factors that are functions of one another become one gene set, the union; then columns
+        # without two anchor genes are set aside (merging.py).
         plan = merge_plan(W, getattr(self, "merged_groups_", []))
         W, p_star = apply_merge_plan(W, plan), apply_merge_plan(p_star, plan)
+        redundant = getattr(self, "redundant_columns_", [])
+        W[:, redundant], p_star[:, redundant] = 0.0, 0.0
         K_S = module.n_shared
         self.W_shared_ = W[:, :K_S]
         self.inclusion_shared_ = p_star[:, :K_S]
@@ -537,6 +576,7 @@ class MSSVAE(BaseEstimator):
         ]
         self.merged_factors_ = [[self.factor_names_[keep]] + [self.factor_names_[c] for c in group if c != keep]
                                 for keep, group, _ in plan]
+        self.redundant_factors_ = [self.factor_names_[c] for c in redundant]
         if self.likelihood == "gaussian":
             self.noise_variance_ = torch.exp(module.log_var.detach()).cpu().numpy()
         else:
@@ -684,6 +724,7 @@ class MSSVAE(BaseEstimator):
             "converged": bool(getattr(self, "converged_", False)),
             "factor_kl": np.asarray(getattr(self, "factor_kl_", [])).tolist(),
             "merged_groups": [[int(c) for c in g] for g in getattr(self, "merged_groups_", [])],
+            "redundant_columns": [int(c) for c in getattr(self, "redundant_columns_", [])],
             "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
             "tensors_sha256": digest,
         }
@@ -736,6 +777,7 @@ class MSSVAE(BaseEstimator):
         model.factor_kl_ = np.asarray(meta.get("factor_kl", []), dtype=float)
         model.history_ = pd.DataFrame(meta["history"])
         model.merged_groups_ = [[int(c) for c in g] for g in meta.get("merged_groups", [])]
+        model.redundant_columns_ = [int(c) for c in meta.get("redundant_columns", [])]
         model._set_fitted_attributes()
         return model
 

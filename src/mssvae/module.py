@@ -293,6 +293,7 @@ class MSSVAEModule(nn.Module):
         prior_row_weight: torch.Tensor | None = None,
         features: torch.Tensor | None = None,
         kl_weight: float = 1.0,
+        tie_noise: bool = False,
     ):
         """Minibatch estimate of −(Eq. 2.4)/N, with its E-step.
 
@@ -310,6 +311,9 @@ class MSSVAEModule(nn.Module):
 
         ``kl_weight`` multiplies the factors' KL terms (1 = Eq. 2.4; the library-size KL is left alone).
 
+        ``tie_noise``: every feature uses the mean of the noise parameters (log φ or log σ²), so
+        all features weigh alike in the likelihood (the dispersion warm-up of training).
+
         Returns (LossTerms, p_star (G, K)); the caller performs the η M-step with p_star.
         """
         mask = self.latent_mask(study)
@@ -324,6 +328,8 @@ class MSSVAEModule(nn.Module):
         dec = self.decoder
         shared = (z, *dec.weights(), w)
         noise = self.log_var if self.likelihood == "gaussian" else self.log_phi
+        if tie_noise:
+            noise = noise.mean().expand_as(noise)
         per_feature = [x, self.W, dec.v_hidden, dec.v_skip, dec.bias, noise]
         scale = 1.0
         if features is not None:

@@ -347,6 +347,8 @@ class _Context:
              f"{len(self.active) - n_shared_active} of {self.W.shape[1] - m.W_shared_.shape[1]}"),
             ("merged factors (functions of one another)",
              "; ".join(" + ".join(g) for g in getattr(m, "merged_factors_", [])) or "none"),
+            ("redundant factors (fewer than two anchor genes)",
+             ", ".join(getattr(m, "redundant_factors_", [])) or "none"),
             ("epochs run", len(h)),
             ("converged (ran to the end)", bool(getattr(m, "converged_", False))),
             ("device", getattr(m, "device_", "n/a")),

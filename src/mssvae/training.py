@@ -51,6 +51,7 @@ class TrainingConfig:
     feature_fraction: float = 1.0     # share of the features whose terms each step evaluates (unbiased)
     kl_weight: float = 1.0            # multiplier of the factors' KL terms
     feature_seed: int = 0             # seeds the feature subsets: the same on every DDP rank
+    noise_warmup: float = 0.0         # share of the epochs with one noise parameter for all features
 
 
 @dataclass
@@ -150,6 +151,15 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     feature_gen = torch.Generator().manual_seed(cfg.feature_seed)
     if resume is not None and "rng.features" in resume[0]:
         feature_gen.set_state(resume[0]["rng.features"])
+    # Noise warm-up: the first epochs share one noise parameter (its mean) across features, so a
+    # feature whose signal the decoder has not yet learnt cannot take a low φ and lose its weight
+    # in the likelihood.  Starting every feature at the mean keeps them equal (identical gradients
+    # and Adam states) until the warm-up ends; then each feature's parameter moves on its own.
+    warm_epochs = int(round(cfg.noise_warmup * cfg.max_epochs))
+    if warm_epochs and start == 0:
+        with torch.no_grad():
+            noise = module.log_var if module.likelihood == "gaussian" else module.log_phi
+            noise.fill_(noise.mean())
     last_good = copy.deepcopy(module.state_dict())
 
     def state(epoch: int) -> tuple[dict, dict]:
@@ -182,7 +192,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                         X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
                         prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                         None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
-                        cfg.kl_weight,
+                        cfg.kl_weight, epoch < warm_epochs,
                     )
                 if world > 1:
                     # One small all-reduce keeps the calibrated weight identical on every rank, and
