@@ -24,6 +24,7 @@ import torch
 from mssvae import MSSVAE
 from mssvae.merging import merge_blocks
 from mssvae.metrics import evaluate_simulation, merge_duplicate_columns
+from mssvae.model import MIN_ANCHORS
 from mssvae.plotting import plot_replicates
 from mssvae.simulate import simulate_gaussian, simulate_rnaseq
 
@@ -63,11 +64,15 @@ MERGED_KEYS = ("shared_consensus", "shared_relevance", "shared_recovery", "group
 
 
 def merged_scores(sim, W_shared, W_specific, Z, study, max_density) -> dict:
-    """Support metrics after merging factors that are functions of one another (mssvae.merging);
+    """Support metrics after merging factors that are functions of one another (``*_merged``), and
+    after also setting aside the columns without two anchor genes (``*_anchors``; mssvae.merging);
     Z (N, K) in the layout of ``MSSVAE.transform``, ``study`` the label of each row."""
-    W_shared, W_specific, _ = merge_blocks(W_shared, W_specific, Z, study)
-    res = evaluate_simulation(sim, W_shared, W_specific, max_density=max_density)
-    return {f"{k}_merged": res[k] for k in MERGED_KEYS}
+    out = {}
+    for suffix, min_anchors in (("merged", 0), ("anchors", MIN_ANCHORS)):
+        Ws, Wm, _ = merge_blocks(W_shared, W_specific, Z, study, min_anchors=min_anchors)
+        res = evaluate_simulation(sim, Ws, Wm, max_density=max_density)
+        out.update({f"{k}_{suffix}": res[k] for k in MERGED_KEYS})
+    return out
 
 
 def main() -> None:

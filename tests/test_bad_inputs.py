@@ -29,7 +29,7 @@ ARGUMENTS = (
     "X", "study", "feature_names", "n_shared", "n_specific", "likelihood", "hidden", "max_epochs", "batch_size",
     "lr", "lr_W", "lambda1", "lambda0", "anneal_fractions", "a", "b", "prior_weight", "prior_scale",
     "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "merge_dependent",
-    "dispersion_init", "device",
+    "dispersion_init", "dispersion_warmup", "min_anchors", "device",
     "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every",
 )
 # A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
@@ -230,6 +230,12 @@ CASES = [
          "`merge_dependent` must be 'auto', None/False or a threshold in (0, 1]; got 1.5"),
     case("dispersion_init-text", lambda: fit(dispersion_init="poisson"), ValueError,
          "`dispersion_init` must be 'auto', 'moments' or a positive number; got 'poisson'"),
+    case("dispersion_warmup-over-1", lambda: fit(dispersion_warmup=1.5), ValueError,
+         "`dispersion_warmup` must be in [0, 1] (a share of the epochs); got 1.5"),
+    case("dispersion_warmup-text", lambda: fit(dispersion_warmup="yes"), ValueError,
+         "`dispersion_warmup` must be 'auto' or a share in [0, 1]; got 'yes'"),
+    case("min_anchors-negative", lambda: fit(min_anchors=-1), ValueError,
+         "`min_anchors` must be non-negative; got -1"),
     case("normalize_decoder-text", lambda: fit(normalize_decoder="no"), TypeError,
          "`normalize_decoder` must be True or False; got 'no'"),
     case("random_state-none", lambda: fit(random_state=None), TypeError,
@@ -585,6 +591,8 @@ GOOD_AND_BAD = {
     "kl_weight": [1.0, 5.0, 0.0, -1.0, float("inf")],
     "merge_dependent": ["auto", None, False, 0.5, 0, 1.5, "yes"],
     "dispersion_init": ["auto", "moments", 50.0, 0, -1.0, "x"],
+    "dispersion_warmup": ["auto", 0, 0.3, 1.0, -0.1, 1.5, "yes"],
+    "min_anchors": [0, 2, 3, -1, 1.5, "2"],
     "precision": ["auto", "fp32", "bf16", "fp16", None],
 }
 

@@ -286,8 +286,10 @@ def check_positive_float(value, name: str) -> float:
 
 def check_fraction(value, name: str, allow_zero: bool = False, of: str = "the features") -> float:
     """A share in (0, 1], or [0, 1] with ``allow_zero``."""
-    if allow_zero and not isinstance(value, bool) and isinstance(value, (int, float)) and value == 0:
-        return 0.0
+    if allow_zero and not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and value <= 0:
+        if value == 0:
+            return 0.0
+        raise ValueError(f"`{name}` must be in [0, 1] (a share of {of}); got {value}")
     value = check_positive_float(value, name)
     if value > 1.0:
         low = "[0" if allow_zero else "(0"

@@ -288,6 +288,8 @@ class MSSVAE(BaseEstimator):
         warmup = self.dispersion_warmup
         if isinstance(warmup, str) and warmup == "auto":
             warmup = sum(s["schedule"].fractions) if likelihood == "nb" else 0.0
+        elif isinstance(warmup, str):
+            raise ValueError(f"`dispersion_warmup` must be 'auto' or a share in [0, 1]; got {warmup!r}")
         s["dispersion_warmup"] = val.check_fraction(warmup, "dispersion_warmup", allow_zero=True, of="the epochs")
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
