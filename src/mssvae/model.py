@@ -124,8 +124,9 @@ class MSSVAE(BaseEstimator):
     kl_weight : float
         Multiplier of the factors' KL terms against the likelihood (1 = Eq. 2.4, the default).
         Against a count likelihood the KL is too weak to stop one factor from being split over
-        several columns; 3 helped at the GSE68086 shape but switched every shared factor off on a
-        small simulation (README, "Counts (NB)", items 9-10), so it is not the default.
+        several columns.  With the dispersion warm-up, 2 met every §4.2 target at the GSE68086
+        shape (N = 285, 7 groups) but switched shared factors off at N = 600, G = 300, so it is not
+        the default (README, "Counts (NB)", items 10 and 14).
     feature_subsample : float
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
         subset every step, each per-feature term (likelihood, mask-prior row, noise prior) scaled
