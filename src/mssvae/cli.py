@@ -292,8 +292,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set: auto (default, 0.5), off, or a number.")
 @click.option("--min-anchors", type=click.IntRange(min=0), default=None,
-              help="Merge a column with fewer anchor genes (genes in no other gene set of its block) into the "
-                   "column it overlaps most (default 2, the paper's Assumption 1; 0: off).")
+              help="Set aside (report as inactive) a column with fewer anchor genes (genes in no other gene set "
+                   "of its block) than this: default 2, the paper's Assumption 1; 0: off.")
 @click.option("--seed", type=int, default=None, help="Random seed (default 0).")
 @click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_out"),

@@ -49,8 +49,9 @@ DISPERSION_INIT = "moments"
 # the genes whose curve the decoder has not yet learnt (the sin genes of §4.2) drift to a low φ,
 # and a gene with a low φ weighs little in the likelihood, so its curve is never learnt.  Tied,
 # every gene weighs alike while the gene sets form.  At N = 600 (5 seeds) it raised the median
-# shared consensus from 0.57 to 0.70 (README, "Counts (NB)", item 14).  Gaussian: 0, since σ²
-# already starts equal for all features (Appendix C.2.2) and has the inverse-gamma prior.
+# shared consensus from 0.57 to 0.71; at N = 285 with 7 groups it lowered it (0.57 → 0.48) unless
+# kl_weight=2 (0.72) (README, "Counts (NB)", item 14).  Gaussian: 0, since σ² already starts
+# equal for all features (Appendix C.2.2) and has the inverse-gamma prior.
 # min_anchors=2: the paper's Assumption 1 (two anchor features per factor); see mssvae.merging.
 MIN_ANCHORS = 2
 # merge_dependent="auto": merge two factors of a block when either one's posterior means predict the
@@ -160,7 +161,7 @@ class MSSVAE(BaseEstimator):
     dispersion_warmup : "auto" or float in [0, 1]
         Share of the epochs during which all genes share one inverse dispersion (the mean of their
         log φ), after which each gene's φ is learnt on its own.  "auto": the λ0 annealing period
-        (``sum(anneal_fractions)``, 0.3) for NB, 0 for Gaussian (the same applies to σ² if set).
+        (``sum(anneal_fractions)``, 0.3) for NB, 0 for Gaussian (where a number ties the σ²).
         Without it, genes whose curve the decoder has not yet learnt take a low φ, weigh little in
         the likelihood and stay out of every gene set (README, "Counts (NB)", items 12 and 14).
     noise_alpha : float
