@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mssvae import MSSVAE
-from mssvae.likelihoods import nb_inverse_dispersion_init as nb_start
+from mssvae.likelihoods import nb_inverse_dispersion_init
 from mssvae.metrics import jaccard_matrix, support
 from mssvae.simulate import simulate_rnaseq
 
@@ -80,8 +80,6 @@ def test_per_feature_calibration_also_finds_sparse_modules():
 
 
 def test_dispersion_starts_at_the_moments_or_at_the_number_given():
-    from mssvae.likelihoods import nb_inverse_dispersion_init
-
     sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
     kw = dict(likelihood="nb", n_shared=1, n_specific=1, hidden=(4, 4), max_epochs=1, lr_W=1e-12, lr=1e-12)
     paper = MSSVAE(**kw).fit(sim.X, sim.study)        # "auto": the paper's moment start
@@ -98,7 +96,7 @@ def test_dispersion_warmup_shares_one_phi_then_releases_each_gene():
     tied = MSSVAE(dispersion_warmup=1.0, **kw).fit(sim.X, sim.study)        # tied to the end
     phi = tied.inverse_dispersion_
     assert np.ptp(np.log(phi)) < 1e-6
-    start = np.exp(np.log(nb_start(sim.X)).mean())
+    start = np.exp(np.log(nb_inverse_dispersion_init(sim.X)).mean())
     assert not np.isclose(phi[0], start, rtol=1e-3)                            # the shared φ is learnt
     released = MSSVAE(dispersion_warmup=0.5, **kw).fit(sim.X, sim.study)    # 2 epochs tied, 2 free
     assert np.ptp(np.log(released.inverse_dispersion_)) > 1e-4

@@ -144,7 +144,8 @@ def block_groups(Z: np.ndarray, codes: np.ndarray, W: np.ndarray, n_shared: int,
     """
     active = (np.abs(W) > 0.5).any(0)
     out = []
-    for start, width, rows in _blocks(codes, n_shared, n_specific):
+    for start, width, m in _blocks(n_shared, n_specific):
+        rows = np.ones(len(codes), bool) if m is None else codes == m
         columns = [c for c in range(start, start + width) if active[c]]
         if len(columns) > 1 and rows.sum() > k:
             out += [g for g in dependent_groups(Z[rows], columns, threshold, k) if len(g) > 1]
@@ -155,17 +156,17 @@ def block_redundant(W: np.ndarray, n_shared: int, n_specific, min_anchors: int =
     """Global indices of the columns of W (G, K) (layout of ``MSSVAE.transform``) that
     :func:`redundant_columns` sets aside, block by block.  Pass W after merging dependent factors."""
     out = []
-    for start, width, _ in _blocks(np.zeros(0, int), n_shared, n_specific):
+    for start, width, _ in _blocks(n_shared, n_specific):
         out += [start + c for c in redundant_columns(np.abs(W[:, start:start + width]) > 0.5, min_anchors)]
     return out
 
 
-def _blocks(codes: np.ndarray, n_shared: int, n_specific):
-    """(first column, width, rows that own the block) of the shared block and each study's."""
-    yield 0, n_shared, np.ones(len(codes), bool)
+def _blocks(n_shared: int, n_specific):
+    """(first column, width, study index or None for the shared block) of each block."""
+    yield 0, n_shared, None
     start = n_shared
     for m, k_m in enumerate(n_specific):
-        yield start, k_m, codes == m
+        yield start, k_m, m
         start += k_m
 
 
