@@ -90,9 +90,10 @@ def run_chain(tmp_path, seed: int):
         run_ok("preprocess", data, "--study-key", "study", "--min-total-log", 10, "--n-top-genes", 45,
             "-o", tmp_path / "prep.h5ad")
         data = tmp_path / "prep.h5ad"
-    # Small networks, 400 epochs of 5 steps: the settings of tests/test_nb_recovery.py.
+    # Small networks, 400 epochs of 5 steps, KL weight 1: the settings of tests/test_nb_recovery.py.
     run_ok("fit", data, "--likelihood", "nb", "--n-shared", 4, "--n-specific", 2, "--hidden", "16,16",
-        "--epochs", 400, "--batch-size", 64, "--seed", 0, "--threads", 1, "--quiet", "-o", tmp_path / "fit")
+        "--epochs", 400, "--batch-size", 64, "--kl-weight", 1, "--seed", 0, "--threads", 1, "--quiet",
+        "-o", tmp_path / "fit")
     run_ok("enrich", tmp_path / "fit" / "model", "--gmt", tmp_path / "terms.gmt", "--min-term-size", 5,
         "-o", tmp_path / "enr")
     run_ok("report", tmp_path / "fit", "--enrich-dir", tmp_path / "enr", "--covariate", "batch", "--threads", 1)

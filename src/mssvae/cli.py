@@ -82,6 +82,7 @@ _DISPERSION_INIT = _WordOrNumber({w: w for w in ("auto", "moments")}, _positive,
 # "off" is passed on as False, which MSSVAE reads as no merging.
 _MERGE_THRESHOLD = _WordOrNumber({"auto": "auto", "off": False}, lambda x: 0 < x <= 1, "a number in (0, 1]")
 _WARMUP = _WordOrNumber({"auto": "auto"}, lambda x: 0 <= x <= 1, "a number in [0, 1]")
+_KL_WEIGHT = _WordOrNumber({"auto": "auto"}, _positive, "a positive number")
 
 
 class _NSpecific(click.ParamType):
@@ -278,8 +279,12 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Constant of the calibrated prior weight, prior_scale * N * Fisher information (default 2e-3).")
 @click.option("--prior-per-feature", is_flag=True, flag_value=True, default=None,
               help="Calibrated weight per feature, from each feature's own Fisher information (README).")
-@click.option("--kl-weight", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Multiplier of the factors' KL terms (default 1, Eq. 2.4; README, Counts (NB)).")
+@click.option("--kl-weight", type=_KL_WEIGHT, default=None,
+              help="Multiplier of the factors' KL terms: auto (default: 2 for nb, 1 for gaussian; 1 is "
+                   "Eq. 2.4) or a positive number (README, Counts (NB)).")
+@click.option("--kl-warmup", type=_WARMUP, default=None,
+              help="Share of the epochs over which the KL multiplier rises from 1 to --kl-weight: auto "
+                   "(default: the λ0 annealing period, 0.3) or a number in [0, 1].")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
@@ -307,9 +312,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, kl_weight, feature_subsample, dispersion_init, dispersion_warmup,
-        merge_dependent, min_anchors, seed, device, output_dir, overwrite, quiet, threads, checkpoint_dir,
-        checkpoint_every):
+        prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, feature_subsample, dispersion_init,
+        dispersion_warmup, merge_dependent, min_anchors, seed, device, output_dir, overwrite, quiet, threads,
+        checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -334,8 +339,9 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
-                 kl_weight=kl_weight, feature_subsample=feature_subsample, dispersion_init=dispersion_init,
-                 dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent, min_anchors=min_anchors,
+                 kl_weight=kl_weight, kl_warmup=kl_warmup, feature_subsample=feature_subsample,
+                 dispersion_init=dispersion_init, dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent,
+                 min_anchors=min_anchors,
                  random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")

@@ -52,6 +52,12 @@ DISPERSION_INIT = "moments"
 # shared consensus from 0.57 to 0.71; at N = 285 with 7 groups it lowered it (0.57 → 0.48) unless
 # kl_weight=2 (0.72) (README, "Counts (NB)", item 14).  Gaussian: 0, since σ² already starts
 # equal for all features (Appendix C.2.2) and has the inverse-gamma prior.
+# kl_weight="auto" (NB): 2, reached by a linear ramp from 1 over kl_warmup="auto" = the λ0 annealing
+# period (0.3).  Against a count likelihood the factors' KL is too weak to break rotations; 2 from
+# the first step fixed them at N = 285, M = 7, but at N = 600, M = 3 it kept the shared factors
+# from forming before λ0 stepped up, and the spike switched most of them off (K̂_S 3-5 of 10).
+# The ramp lets them form first (README, "Counts (NB)", item 15).  Gaussian: 1 (Eq. 2.4).
+KL_WEIGHT_NB = 2.0
 # min_anchors=2: the paper's Assumption 1 (two anchor features per factor); see mssvae.merging.
 MIN_ANCHORS = 2
 # merge_dependent="auto": merge two factors of a block when either one's posterior means predict the
@@ -122,12 +128,16 @@ class MSSVAE(BaseEstimator):
         more.  Off by default: on the §4.2 simulation it raised the median shared consensus
         from 0.56 to 0.67 at N = 600 (5 of 5 seeds better) but lowered it at N = 285, M = 7
         (README, "Counts (NB)").
-    kl_weight : float
-        Multiplier of the factors' KL terms against the likelihood (1 = Eq. 2.4, the default).
-        Against a count likelihood the KL is too weak to stop one factor from being split over
-        several columns.  With the dispersion warm-up, 2 met every §4.2 target at the GSE68086
-        shape (N = 285, 7 groups) but switched shared factors off at N = 600, G = 300, so it is not
-        the default (README, "Counts (NB)", items 10 and 14).
+    kl_weight : float or "auto"
+        Multiplier of the factors' KL terms against the likelihood (1 = Eq. 2.4).  "auto" (default)
+        is 2 for NB and 1 for Gaussian data.  Against a count likelihood a KL weight of 1 is too weak
+        to stop true factors from coming out as rotated mixtures (README, "Counts (NB)", items 10,
+        14 and 15).
+    kl_warmup : float in [0, 1] or "auto"
+        Share of the epochs over which the KL multiplier rises linearly from 1 to ``kl_weight``;
+        "auto" (default) is λ0's annealing period, ``sum(anneal_fractions)`` (0.3).  Without it a
+        weight of 2 switched most shared factors off at N = 600, M = 3 (README, item 15).
+        ``history_["kl_weight"]`` records the multiplier of each epoch.
     feature_subsample : float
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
         subset every step, each per-feature term (likelihood, mask-prior row, noise prior) scaled
@@ -206,7 +216,8 @@ class MSSVAE(BaseEstimator):
     def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
-                 prior_per_feature=False, kl_weight=1.0, feature_subsample=1.0, normalize_decoder=None,
+                 prior_per_feature=False, kl_weight="auto", kl_warmup="auto", feature_subsample=1.0,
+                 normalize_decoder=None,
                  merge_dependent="auto", min_anchors=MIN_ANCHORS, dispersion_init="auto", dispersion_warmup="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
                  device="auto", precision="auto", random_state=0, verbose=False):
@@ -228,6 +239,7 @@ class MSSVAE(BaseEstimator):
         self.prior_per_feature = prior_per_feature
         self.feature_subsample = feature_subsample
         self.kl_weight = kl_weight
+        self.kl_warmup = kl_warmup
         self.normalize_decoder = normalize_decoder
         self.merge_dependent = merge_dependent
         self.min_anchors = min_anchors
@@ -267,7 +279,18 @@ class MSSVAE(BaseEstimator):
         s["prior_scale"] = val.check_positive_float(self.prior_scale, "prior_scale")
         s["prior_per_feature"] = val.check_bool(self.prior_per_feature, "prior_per_feature")
         s["feature_subsample"] = val.check_fraction(self.feature_subsample, "feature_subsample")
-        s["kl_weight"] = val.check_positive_float(self.kl_weight, "kl_weight")
+        kl = self.kl_weight
+        if isinstance(kl, str) and kl == "auto":
+            kl = KL_WEIGHT_NB if likelihood == "nb" else 1.0
+        elif isinstance(kl, str):
+            raise ValueError(f"`kl_weight` must be 'auto' or a positive number; got {kl!r}")
+        s["kl_weight"] = val.check_positive_float(kl, "kl_weight")
+        ramp = self.kl_warmup
+        if isinstance(ramp, str) and ramp == "auto":
+            ramp = sum(s["schedule"].fractions)
+        elif isinstance(ramp, str):
+            raise ValueError(f"`kl_warmup` must be 'auto' or a share in [0, 1]; got {ramp!r}")
+        s["kl_warmup"] = val.check_fraction(ramp, "kl_warmup", allow_zero=True, of="the epochs")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         merge = self.merge_dependent
         if isinstance(merge, str) and merge == "auto":
@@ -395,7 +418,7 @@ class MSSVAE(BaseEstimator):
                 autocast_dtype=self._autocast_dtype(device),
                 per_feature_prior=s["prior_per_feature"] and s["prior_weight"] is None,
                 feature_fraction=s["feature_subsample"], kl_weight=s["kl_weight"], feature_seed=int(self.random_state),
-                noise_warmup=s["dispersion_warmup"],
+                noise_warmup=s["dispersion_warmup"], kl_warmup=s["kl_warmup"],
             )
             rank = _rank() or 0
             if rank:

@@ -49,7 +49,8 @@ class TrainingConfig:
     autocast_dtype: torch.dtype | None = None   # bf16 autocast of the forward pass (CUDA)
     per_feature_prior: bool = False   # spread the calibrated weight over features ∝ their own Î_j
     feature_fraction: float = 1.0     # share of the features whose terms each step evaluates (unbiased)
-    kl_weight: float = 1.0            # multiplier of the factors' KL terms
+    kl_weight: float = 1.0            # multiplier of the factors' KL terms, reached after kl_warmup
+    kl_warmup: float = 0.0            # share of the epochs over which that multiplier rises from 1
     feature_seed: int = 0             # seeds the feature subsets: the same on every DDP rank
     noise_warmup: float = 0.0         # share of the epochs with one noise parameter for all features
 
@@ -179,6 +180,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     try:
         for epoch in iterator:
             lambda0 = cfg.schedule(epoch, cfg.max_epochs)
+            kl_now = kl_weight_at(epoch, cfg.max_epochs, cfg.kl_weight, cfg.kl_warmup)
             sums: dict[str, float] = {}
             for step in range(sampler.steps_per_epoch):
                 idx = torch.as_tensor(sampler.next(), device=device)
@@ -192,7 +194,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                         X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
                         prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                         None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
-                        cfg.kl_weight, epoch < warm_epochs,
+                        kl_now, epoch < warm_epochs,
                     )
                 if world > 1:
                     # One small all-reduce keeps the calibrated weight identical on every rank, and
@@ -242,7 +244,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 dist.all_reduce(vec)
                 sums = {k: float(v) / world for k, v in zip(keys, vec)}
             record = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
-            record.update(epoch=epoch, lambda0=lambda0, prior_weight=prior_weight, **_active_counts(module))
+            record.update(epoch=epoch, lambda0=lambda0, prior_weight=prior_weight, kl_weight=kl_now,
+                          **_active_counts(module))
             result.history.append(record)
             last_good = copy.deepcopy(module.state_dict())
             if cfg.progress:
@@ -261,6 +264,20 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         )
     module.eval()
     return result
+
+
+def kl_weight_at(epoch: int, max_epochs: int, target: float, warmup: float) -> float:
+    """Multiplier of the factors' KL at ``epoch``: rises linearly from 1 (Eq. 2.4) to ``target``
+    over the first ``warmup`` share of the epochs, then stays there.
+
+    Why a ramp (README, "Counts (NB)", item 15): a KL weight above 1 breaks the rotations that the
+    likelihood alone cannot tell apart, but applied from the first step it keeps the factors from
+    forming before λ0 steps up to its second value, and the spike then switches them off.
+    """
+    ramp = warmup * max_epochs
+    if ramp <= 0 or epoch >= ramp:
+        return float(target)
+    return 1.0 + (target - 1.0) * epoch / ramp
 
 
 def training_state(module, optim, sampler, generator, epochs_done, info_ema, prior_weight, history):
