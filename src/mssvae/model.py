@@ -49,9 +49,10 @@ DISPERSION_INIT = "moments"
 # the genes whose curve the decoder has not yet learnt (the sin genes of §4.2) drift to a low φ,
 # and a gene with a low φ weighs little in the likelihood, so its curve is never learnt.  Tied,
 # every gene weighs alike while the gene sets form.  At N = 600 (5 seeds) it raised the median
-# shared consensus from 0.57 to 0.71; at N = 285 with 7 groups it lowered it (0.57 → 0.48) unless
-# kl_weight=2 (0.72) (README, "Counts (NB)", item 14).  Gaussian: 0, since σ² already starts
-# equal for all features (Appendix C.2.2) and has the inverse-gamma prior.
+# shared consensus from 0.57 to 0.71; at N = 285 with 7 groups it lowered it (0.57 → 0.48) with a
+# KL weight of 1, not with 2 from the first step (0.72) (README, "Counts (NB)", items 14-15).
+# Gaussian: 0, since σ² already starts equal for all features (Appendix C.2.2) and has the
+# inverse-gamma prior.
 # kl_weight="auto" (NB): 2, reached by a linear ramp from 1 over kl_warmup="auto" = the λ0 annealing
 # period (0.3).  Against a count likelihood the factors' KL is too weak to break rotations; 2 from
 # the first step fixed them at N = 285, M = 7, but at N = 600, M = 3 it kept the shared factors
