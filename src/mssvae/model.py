@@ -79,6 +79,15 @@ DEFAULTS = {
 }
 
 
+def _auto(value, name: str, auto, expected: str):
+    """``auto`` for the word "auto"; any other word is refused, naming the argument."""
+    if isinstance(value, str):
+        if value == "auto":
+            return auto
+        raise ValueError(f"`{name}` must be 'auto' or {expected}; got {value!r}")
+    return value
+
+
 class MSSVAE(BaseEstimator):
     """Multi-study sparse variational autoencoder (Moran & Krishnan).
 
@@ -280,17 +289,10 @@ class MSSVAE(BaseEstimator):
         s["prior_scale"] = val.check_positive_float(self.prior_scale, "prior_scale")
         s["prior_per_feature"] = val.check_bool(self.prior_per_feature, "prior_per_feature")
         s["feature_subsample"] = val.check_fraction(self.feature_subsample, "feature_subsample")
-        kl = self.kl_weight
-        if isinstance(kl, str) and kl == "auto":
-            kl = KL_WEIGHT_NB if likelihood == "nb" else 1.0
-        elif isinstance(kl, str):
-            raise ValueError(f"`kl_weight` must be 'auto' or a positive number; got {kl!r}")
+        annealing = sum(s["schedule"].fractions)   # λ0's annealing period: the warm-ups' "auto"
+        kl = _auto(self.kl_weight, "kl_weight", KL_WEIGHT_NB if likelihood == "nb" else 1.0, "a positive number")
         s["kl_weight"] = val.check_positive_float(kl, "kl_weight")
-        ramp = self.kl_warmup
-        if isinstance(ramp, str) and ramp == "auto":
-            ramp = sum(s["schedule"].fractions)
-        elif isinstance(ramp, str):
-            raise ValueError(f"`kl_warmup` must be 'auto' or a share in [0, 1]; got {ramp!r}")
+        ramp = _auto(self.kl_warmup, "kl_warmup", annealing, "a share in [0, 1]")
         s["kl_warmup"] = val.check_fraction(ramp, "kl_warmup", allow_zero=True, of="the epochs")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         merge = self.merge_dependent
@@ -311,11 +313,8 @@ class MSSVAE(BaseEstimator):
             init = float(init)
         s["dispersion_init"] = init
         s["min_anchors"] = val.check_positive_int(self.min_anchors, "min_anchors", allow_zero=True)
-        warmup = self.dispersion_warmup
-        if isinstance(warmup, str) and warmup == "auto":
-            warmup = sum(s["schedule"].fractions) if likelihood == "nb" else 0.0
-        elif isinstance(warmup, str):
-            raise ValueError(f"`dispersion_warmup` must be 'auto' or a share in [0, 1]; got {warmup!r}")
+        warmup = _auto(self.dispersion_warmup, "dispersion_warmup", annealing if likelihood == "nb" else 0.0,
+                       "a share in [0, 1]")
         s["dispersion_warmup"] = val.check_fraction(warmup, "dispersion_warmup", allow_zero=True, of="the epochs")
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
