@@ -341,8 +341,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
                  kl_weight=kl_weight, kl_warmup=kl_warmup, feature_subsample=feature_subsample,
                  dispersion_init=dispersion_init, dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent,
-                 min_anchors=min_anchors,
-                 random_state=seed, device=device)
+                 min_anchors=min_anchors, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()
