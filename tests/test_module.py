@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from mssvae import likelihoods as lk
-from mssvae.module import MSSVAEModule
+from mssvae.module import MSSVAEModule, extra_kl
 from mssvae.spike_slab import e_step
 
 
@@ -180,3 +180,19 @@ def test_objective_equals_a_direct_float64_computation(likelihood):
     if likelihood == "gaussian":
         total = total + lk.inverse_gamma_log_prior(m.log_var, 1.5, 0.7).sum()
     assert torch.allclose(terms.loss, -total / N, rtol=1e-6)
+
+
+def test_kl_above_the_free_nats_carries_the_extra_weight_and_below_it_only_eq_2_4():
+    kl = torch.tensor([[0.1, 2.0, 0.0], [0.3, 4.0, 1.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    w = torch.tensor([2.0, 1.0], dtype=torch.float64)
+    # kl_free = 0: the plain multiplier, (β - 1) times the weighted KL sum
+    assert extra_kl(kl, mask, w, 3.0, 0.0) == pytest.approx(2.0 * (w @ kl).sum())
+    assert extra_kl(kl, mask, w, 1.0, 0.5) == 0.0
+    # kl_free = 0.5: factor 0 (mean KL 0.5/3 nats) and factor 2 (1 nat on a weight of 1) against
+    # factor 1 (8/3 nats on a weight of 3): n_k max(KL̄_k - 0.5, 0) = 0, 8 - 1.5, 1 - 0.5
+    assert extra_kl(kl, mask, w, 3.0, 0.5) == pytest.approx(2.0 * (6.5 + 0.5))
+    # a factor under the threshold gets no gradient from the extra term
+    kl.requires_grad_(True)
+    extra_kl(kl, mask, w, 3.0, 0.5).backward()
+    assert torch.all(kl.grad[:, 0] == 0) and torch.all(kl.grad[:, 1] > 0)

@@ -284,6 +284,14 @@ def check_positive_float(value, name: str) -> float:
     return float(value)
 
 
+def check_nonnegative_float(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number; got {value!r}")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative finite number; got {value}")
+    return float(value)
+
+
 def check_fraction(value, name: str, allow_zero: bool = False, of: str = "the features") -> float:
     """A share in (0, 1], or [0, 1] with ``allow_zero``."""
     if allow_zero and not isinstance(value, (bool, np.bool_)) and isinstance(value, numbers.Real) and value <= 0:

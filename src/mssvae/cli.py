@@ -285,6 +285,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--kl-warmup", type=_WARMUP, default=None,
               help="Share of the epochs over which the KL multiplier rises from 1 to --kl-weight: auto "
                    "(default: the λ0 annealing period, 0.3) or a number in [0, 1].")
+@click.option("--kl-free", type=click.FloatRange(min=0), default=None,
+              help="Nats per sample a factor's KL must pass before the weight above 1 acts on it (README, "
+                   "Counts (NB), item 16).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
@@ -312,9 +315,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, feature_subsample, dispersion_init,
-        dispersion_warmup, merge_dependent, min_anchors, seed, device, output_dir, overwrite, quiet, threads,
-        checkpoint_dir, checkpoint_every):
+        prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, kl_free, feature_subsample,
+        dispersion_init, dispersion_warmup, merge_dependent, min_anchors, seed, device, output_dir, overwrite, quiet,
+        threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -339,7 +342,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
-                 kl_weight=kl_weight, kl_warmup=kl_warmup, feature_subsample=feature_subsample,
+                 kl_weight=kl_weight, kl_warmup=kl_warmup, kl_free=kl_free, feature_subsample=feature_subsample,
                  dispersion_init=dispersion_init, dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent,
                  min_anchors=min_anchors, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}

@@ -226,7 +226,8 @@ class MSSVAE(BaseEstimator):
     def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
-                 prior_per_feature=False, kl_weight="auto", kl_warmup="auto", feature_subsample=1.0,
+                 prior_per_feature=False, kl_weight="auto", kl_warmup="auto", kl_free=0.0,
+                 feature_subsample=1.0,
                  normalize_decoder=None,
                  merge_dependent="auto", min_anchors=MIN_ANCHORS, dispersion_init="auto", dispersion_warmup="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
@@ -250,6 +251,7 @@ class MSSVAE(BaseEstimator):
         self.feature_subsample = feature_subsample
         self.kl_weight = kl_weight
         self.kl_warmup = kl_warmup
+        self.kl_free = kl_free
         self.normalize_decoder = normalize_decoder
         self.merge_dependent = merge_dependent
         self.min_anchors = min_anchors
@@ -294,6 +296,7 @@ class MSSVAE(BaseEstimator):
         s["kl_weight"] = val.check_positive_float(kl, "kl_weight")
         ramp = _auto(self.kl_warmup, "kl_warmup", annealing, "a share in [0, 1]")
         s["kl_warmup"] = val.check_fraction(ramp, "kl_warmup", allow_zero=True, of="the epochs")
+        s["kl_free"] = val.check_nonnegative_float(self.kl_free, "kl_free")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         merge = self.merge_dependent
         if isinstance(merge, str) and merge == "auto":
@@ -418,7 +421,7 @@ class MSSVAE(BaseEstimator):
                 autocast_dtype=self._autocast_dtype(device),
                 per_feature_prior=s["prior_per_feature"] and s["prior_weight"] is None,
                 feature_fraction=s["feature_subsample"], kl_weight=s["kl_weight"], feature_seed=int(self.random_state),
-                noise_warmup=s["dispersion_warmup"], kl_warmup=s["kl_warmup"],
+                noise_warmup=s["dispersion_warmup"], kl_warmup=s["kl_warmup"], kl_free=s["kl_free"],
             )
             rank = _rank() or 0
             if rank:

@@ -92,6 +92,25 @@ class MaskedDecoder(nn.Module):
                           for s in range(0, G, step)], dim=1)
 
 
+def extra_kl(kl, mask, w, kl_weight: float, kl_free: float) -> torch.Tensor:
+    """The KL beyond Eq. 2.4's: (kl_weight − 1) · Σ_k n_k · max(KL̄_k − kl_free, 0).
+
+    kl (B, K) per-sample, per-factor KL (0 where the factor is masked out); KL̄_k is its weighted
+    mean over the batch's samples that have factor k, n_k their weighted count.  With kl_free = 0
+    this is (kl_weight − 1) times the weighted KL sum, the plain multiplier.  With kl_free > 0 a
+    factor that carries less than kl_free nats per sample feels only Eq. 2.4's KL, so the extra
+    weight cannot switch off a factor that has not yet formed (README, "Counts (NB)", item 16).
+    """
+    if kl_weight == 1.0:
+        return kl.new_zeros(())
+    total = (w.unsqueeze(-1) * kl).sum(0)
+    if kl_free <= 0:
+        return (kl_weight - 1.0) * total.sum()
+    n_k = (w.unsqueeze(-1) * mask).sum(0)
+    excess = (total - kl_free * n_k).clamp_min(0.0)   # n_k · max(KL̄_k − kl_free, 0)
+    return (kl_weight - 1.0) * excess.sum()
+
+
 def decoder_output(z, W, v_hidden, v_skip, bias, V1, V2, b2, normalized: bool) -> torch.Tensor:
     """f_θ(W_j ⊙ z~_i) of Appendix B.1 for a block of g features: (B, K), (g, K), … → (B, g).
 
@@ -294,6 +313,7 @@ class MSSVAEModule(nn.Module):
         features: torch.Tensor | None = None,
         kl_weight: float = 1.0,
         tie_noise: bool = False,
+        kl_free: float = 0.0,
     ):
         """Minibatch estimate of −(Eq. 2.4)/N, with its E-step.
 
@@ -310,6 +330,9 @@ class MSSVAEModule(nn.Module):
         ``fisher_info_features`` then has |S| entries, for the features in S.
 
         ``kl_weight`` multiplies the factors' KL terms (1 = Eq. 2.4; the library-size KL is left alone).
+        ``kl_free`` (nats): the extra weight ``kl_weight − 1`` acts on factor k only on the part of its
+        batch-mean KL per sample above ``kl_free``; the KL itself keeps weight 1 (Eq. 2.4).  0 gives the
+        plain multiplier.
 
         ``tie_noise``: every feature uses the mean of the noise parameters (log φ or log σ²), so
         all features weigh alike in the likelihood (the dispersion warm-up of training).
@@ -375,7 +398,7 @@ class MSSVAEModule(nn.Module):
         log_prior_masks = ssl_log_prior(self.W, p_star, lambda_star, self.eta, a, b, lambda0, lambda1,
                                         prior_row_weight)
 
-        data = log_lik - (w * (kl_weight * (kl_shared + kl_specific) + kl_library)).sum()
+        data = log_lik - (w * (kl_shared + kl_specific + kl_library)).sum() - extra_kl(kl, mask, w, kl_weight, kl_free)
         bound = data + prior_weight * log_prior_masks + log_prior_noise
         terms = LossTerms(
             loss=-bound / n_total,

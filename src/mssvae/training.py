@@ -51,6 +51,7 @@ class TrainingConfig:
     feature_fraction: float = 1.0     # share of the features whose terms each step evaluates (unbiased)
     kl_weight: float = 1.0            # multiplier of the factors' KL terms, reached after kl_warmup
     kl_warmup: float = 0.0            # share of the epochs over which that multiplier rises from 1
+    kl_free: float = 0.0              # nats per sample a factor's KL must pass before the extra weight acts
     feature_seed: int = 0             # seeds the feature subsets: the same on every DDP rank
     noise_warmup: float = 0.0         # share of the epochs with one noise parameter for all features
 
@@ -194,7 +195,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                         X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
                         prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                         None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
-                        kl_now, epoch < warm_epochs,
+                        kl_now, epoch < warm_epochs, kl_free=cfg.kl_free,
                     )
                 if world > 1:
                     # One small all-reduce keeps the calibrated weight identical on every rank, and
