@@ -110,7 +110,7 @@ def test_dispersion_warmup_shares_one_phi_then_releases_each_gene():
         MSSVAE(dispersion_warmup=1.5, **kw).fit(sim.X, sim.study)
 
 
-def test_kl_weight_rises_from_one_over_the_warmup_then_holds():
+def test_kl_weight_rises_from_one_over_the_warmup_then_holds_and_spares_factors_under_kl_free():
     sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
     kw = dict(likelihood="nb", n_shared=1, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32)
     ramp = MSSVAE(kl_weight=3.0, kl_warmup=0.5, **kw).fit(sim.X, sim.study)
@@ -120,11 +120,16 @@ def test_kl_weight_rises_from_one_over_the_warmup_then_holds():
     plain = MSSVAE(kl_weight=1.0, **one).fit(sim.X, sim.study)
     ramped = MSSVAE(kl_weight=3.0, kl_warmup=1.0, **one).fit(sim.X, sim.study)
     np.testing.assert_array_equal(ramped.module_.W.detach().numpy(), plain.module_.W.detach().numpy())
-    # ... and without the ramp the weight acts from the first step
-    at_once = MSSVAE(kl_weight=3.0, kl_warmup=0.0, **one).fit(sim.X, sim.study)
+    # ... without the ramp the weight acts from the first step ...
+    at_once = MSSVAE(kl_weight=3.0, kl_warmup=0.0, kl_free=0.0, **one).fit(sim.X, sim.study)
     assert not np.allclose(at_once.module_.W.detach().numpy(), plain.module_.W.detach().numpy())
+    # ... unless every factor carries less than kl_free nats: then only Eq. 2.4's KL acts
+    free = MSSVAE(kl_weight=3.0, kl_warmup=0.0, kl_free=1e3, **one).fit(sim.X, sim.study)
+    np.testing.assert_array_equal(free.module_.W.detach().numpy(), plain.module_.W.detach().numpy())
     labels = sorted(set(sim.study))
-    nb = MSSVAE(**kw)._settings(labels, 12, 60)
-    assert (nb["kl_weight"], nb["kl_warmup"]) == (2.0, pytest.approx(0.3))     # λ0's annealing period
+    nb = MSSVAE(**kw)._settings(labels, 12, 60)        # the defaults (README, item 16): 2 above 0.5 nats
+    assert (nb["kl_weight"], nb["kl_warmup"], nb["kl_free"]) == (2.0, 0.0, 0.5)
     gauss = MSSVAE(likelihood="gaussian", n_shared=1, n_specific=1)._settings(labels, 12, 60)
     assert gauss["kl_weight"] == 1.0                                            # Eq. 2.4
+    auto = MSSVAE(kl_warmup="auto", **kw)._settings(labels, 12, 60)
+    assert auto["kl_warmup"] == pytest.approx(0.3)                         # λ0's annealing period

@@ -283,11 +283,11 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Multiplier of the factors' KL terms: auto (default: 2 for nb, 1 for gaussian; 1 is "
                    "Eq. 2.4) or a positive number (README, Counts (NB)).")
 @click.option("--kl-warmup", type=_WARMUP, default=None,
-              help="Share of the epochs over which the KL multiplier rises from 1 to --kl-weight: auto "
-                   "(default: the λ0 annealing period, 0.3) or a number in [0, 1].")
+              help="Share of the epochs over which the KL multiplier rises from 1 to --kl-weight: a number "
+                   "in [0, 1] (default 0) or auto (the λ0 annealing period, 0.3).")
 @click.option("--kl-free", type=click.FloatRange(min=0), default=None,
-              help="Nats per sample a factor's KL must pass before the weight above 1 acts on it (README, "
-                   "Counts (NB), item 16).")
+              help="Nats per sample a factor's KL must pass before the weight above 1 acts on it (default "
+                   "0.5; README, Counts (NB), item 16).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
