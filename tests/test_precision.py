@@ -33,7 +33,7 @@ def test_bf16_autocast_loss_matches_fp32(likelihood):
         bf16, _ = mod.loss(*args)
     bf16.loss.backward()
     assert bf16.loss.dtype == torch.float32
-    assert float(bf16.loss) == pytest.approx(float(fp32.loss), rel=5e-3)
+    assert bf16.loss.item() == pytest.approx(fp32.loss.item(), rel=5e-3)
     assert torch.isfinite(mod.W.grad).all() and mod.W.grad.dtype == torch.float32
 
 
