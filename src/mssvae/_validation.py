@@ -276,19 +276,12 @@ def check_positive_int(value, name: str, allow_zero: bool = False) -> int:
     return int(value)
 
 
-def check_positive_float(value, name: str) -> float:
+def check_positive_float(value, name: str, allow_zero: bool = False) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"`{name}` must be a number; got {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive finite number; got {value}")
-    return float(value)
-
-
-def check_nonnegative_float(value, name: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{name}` must be a number; got {value!r}")
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a non-negative finite number; got {value}")
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        sign = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"`{name}` must be a {sign} finite number; got {value}")
     return float(value)
 
 

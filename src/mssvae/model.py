@@ -240,8 +240,7 @@ class MSSVAE(BaseEstimator):
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free=KL_FREE,
-                 feature_subsample=1.0,
-                 normalize_decoder=None,
+                 feature_subsample=1.0, normalize_decoder=None,
                  merge_dependent="auto", min_anchors=MIN_ANCHORS, dispersion_init="auto", dispersion_warmup="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
                  device="auto", precision="auto", random_state=0, verbose=False):
@@ -309,7 +308,7 @@ class MSSVAE(BaseEstimator):
         s["kl_weight"] = val.check_positive_float(kl, "kl_weight")
         ramp = _auto(self.kl_warmup, "kl_warmup", annealing, "a share in [0, 1]")
         s["kl_warmup"] = val.check_fraction(ramp, "kl_warmup", allow_zero=True, of="the epochs")
-        s["kl_free"] = val.check_nonnegative_float(self.kl_free, "kl_free")
+        s["kl_free"] = val.check_positive_float(self.kl_free, "kl_free", allow_zero=True)
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         merge = self.merge_dependent
         if isinstance(merge, str) and merge == "auto":
