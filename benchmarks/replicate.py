@@ -103,7 +103,9 @@ def main() -> None:
         if args.save_masks:
             Path(args.save_masks).mkdir(parents=True, exist_ok=True)
             # Z and the study codes too: the factors' posterior means, for diagnostics of split factors.
+            # W_module: the fitted W before merging and the anchor rule (the reported masks come from it).
             np.savez(Path(args.save_masks) / f"seed{seed}.npz", W_shared=model.W_shared_, Z=Z,
+                     W_module=model.module_.W.detach().cpu().numpy(),
                      study=np.searchsorted(model.studies_, sim.study),
                      **{f"W_{k}": v for k, v in model.W_specific_.items()})
         res = evaluate_simulation(sim, model.W_shared_, model.W_specific_, Z_est=Z, random_state=seed,

@@ -29,7 +29,7 @@ ARGUMENTS = (
     "X", "study", "feature_names", "n_shared", "n_specific", "likelihood", "hidden", "max_epochs", "batch_size",
     "lr", "lr_W", "lambda1", "lambda0", "anneal_fractions", "a", "b", "prior_weight", "prior_scale",
     "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "kl_warmup",
-    "kl_free", "merge_dependent",
+    "kl_free", "merge_dependent", "prune_masks",
     "dispersion_init", "dispersion_warmup", "min_anchors", "device",
     "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every",
 )
@@ -246,6 +246,8 @@ CASES = [
          "`dispersion_warmup` must be 'auto' or a share in [0, 1]; got 'yes'"),
     case("min_anchors-negative", lambda: fit(min_anchors=-1), ValueError,
          "`min_anchors` must be non-negative; got -1"),
+    case("prune_masks-text", lambda: fit(prune_masks="no"), TypeError,
+         "`prune_masks` must be True or False; got 'no'"),
     case("normalize_decoder-text", lambda: fit(normalize_decoder="no"), TypeError,
          "`normalize_decoder` must be True or False; got 'no'"),
     case("random_state-none", lambda: fit(random_state=None), TypeError,
@@ -605,6 +607,7 @@ GOOD_AND_BAD = {
     "dispersion_init": ["auto", "moments", 50.0, 0, -1.0, "x"],
     "dispersion_warmup": ["auto", 0, 0.3, 1.0, -0.1, 1.5, "yes"],
     "min_anchors": [0, 2, 3, -1, 1.5, "2"],
+    "prune_masks": [True, False, "no", 1],
     "precision": ["auto", "fp32", "bf16", "fp16", None],
 }
 

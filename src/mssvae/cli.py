@@ -299,6 +299,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set: auto (default, 0.5), off, or a number.")
+@click.option("--prune-masks/--no-prune-masks", default=None,
+              help="After training, zero each mask entry that Eq. 2.4 prefers at 0 (default on; README, "
+                   "Counts (NB), item 17).")
 @click.option("--min-anchors", type=click.IntRange(min=0), default=None,
               help="Set aside (report as inactive) a column with fewer anchor genes (genes in no other gene set "
                    "of its block) than this: default 2, the paper's Assumption 1; 0: off.")
@@ -316,8 +319,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
         prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, kl_free, feature_subsample,
-        dispersion_init, dispersion_warmup, merge_dependent, min_anchors, seed, device, output_dir, overwrite, quiet,
-        threads, checkpoint_dir, checkpoint_every):
+        dispersion_init, dispersion_warmup, merge_dependent, prune_masks, min_anchors, seed, device, output_dir,
+        overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -344,7 +347,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
                  kl_weight=kl_weight, kl_warmup=kl_warmup, kl_free=kl_free, feature_subsample=feature_subsample,
                  dispersion_init=dispersion_init, dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent,
-                 min_anchors=min_anchors, random_state=seed, device=device)
+                 prune_masks=prune_masks, min_anchors=min_anchors, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()

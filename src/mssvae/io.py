@@ -88,6 +88,7 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         # Each merged group as one string "kept+other+...": h5ad stores ragged lists badly.
         "merged_factors": ["+".join(group) for group in model.merged_factors_],
         "redundant_factors": list(model.redundant_factors_),
+        "pruned_entries": int(getattr(model, "pruned_entries_", 0)),
         "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},
         "device": model.device_,
         "converged": bool(model.converged_),

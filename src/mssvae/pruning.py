@@ -1,0 +1,101 @@
+"""A last MAP check of every mask entry: keep w_jk only if Eq. 2.4 prefers it to w_jk = 0.
+
+Why (README, "Counts (NB)", item 17): gradient training leaves entries in the slab that the decoder
+does not use.  The decoder sees w_jk·z_k through shared layers, so it can learn to ignore a column's
+input for a gene; the likelihood then no longer pulls on w_jk, and the slab's penalty λ1 is too weak
+to bring it back to 0 within the run.  On the §4.2 simulation with 7 groups such entries fill the
+columns of the "sin" genes' factors with other modules' genes: when the two columns of one
+nonlinear factor are merged (merging.py), the merged gene set carries them too.
+
+The rule is the spike-and-slab lasso's own: for a fixed rest of the model, compare the objective of
+Eq. 2.4 at the current w_jk and at 0.  The part of Eq. 2.4 that depends on one entry is gene j's
+log-likelihood plus the entry's log prior; with γ_jk summed out (the E-step's job) that prior is
+the marginal spike-and-slab density p(w | η_k) = η_k ψ1(w) + (1 − η_k) ψ0(w).  So w_jk is set to
+0 when
+
+    Σ_i log p(x_ij | w_jk) − Σ_i log p(x_ij | 0)  <  prior_weight · (log p(0 | η_k) − log p(w_jk | η_k)),
+
+the coordinate-wise thresholding rule of Ročková & George's spike-and-slab lasso (there in closed
+form for a linear model; here the likelihood difference is computed through the decoder).  The
+expectation over q(z | x) is taken at the posterior means (a plug-in), and λ0 is its final value.
+The columns are visited one at a time; a gene's likelihood is recomputed after an entry of it is
+dropped, so the check of the next column sees the current mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import likelihoods as lk
+from .module import decoder_output
+
+SUPPORT_THRESHOLD = 0.5
+
+
+def ssl_log_density(w: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float) -> torch.Tensor:
+    """log p(w | η) = log[η λ1/2 e^{−λ1|w|} + (1 − η) λ0/2 e^{−λ0|w|}] (§2.2), elementwise."""
+    slab = torch.log(eta) + math.log(lambda1 / 2.0) - lambda1 * w.abs()
+    spike = torch.log1p(-eta) + math.log(lambda0 / 2.0) - lambda0 * w.abs()
+    return torch.logaddexp(slab, spike)
+
+
+@torch.no_grad()
+def map_prune(module, x: torch.Tensor, study: torch.Tensor, lambda0: float, lambda1: float,
+              prior_weight: float, chunk_size: int | None = 64, batch_size: int = 1024) -> torch.Tensor:
+    """(G, K) bool of the mask entries with |w| > 0.5 that Eq. 2.4 prefers at 0 (see the module text).
+
+    x (N, G) and study (N,) as the module takes them (counts as they are; the module's encoders
+    apply their own transform).  W is not changed here: the caller zeroes the returned entries.
+    Cost: one pass of the decoder over all samples and features, plus one per column over the
+    features in that column's gene set, never a loop over features.
+    """
+    dec = module.decoder
+    V1, V2, b2 = dec.weights()
+    W = module.W.detach().clone()
+    eta = module.eta.detach().clamp(1e-12, 1.0 - 1e-7)
+    noise = (module.log_var if module.likelihood == "gaussian" else module.log_phi).detach()
+    batches = []
+    for s in range(0, x.shape[0], batch_size):
+        xb, sb = x[s:s + batch_size], study[s:s + batch_size]
+        z, _ = module.encode(xb, sb)
+        log_l = module.encode_library(xb)[0] if module.likelihood == "nb" else None
+        batches.append((xb, z, log_l))
+
+    def feature_log_lik(rows: torch.Tensor, W_rows: torch.Tensor) -> torch.Tensor:
+        """Σ_i log p(x_ij) for the features ``rows`` with mask rows ``W_rows``: (len(rows),)."""
+        total = torch.zeros(len(rows), dtype=W.dtype, device=W.device)
+        step = chunk_size or len(rows)   # None: all features at once
+        for c in range(0, len(rows), step):
+            r, Wr = rows[c:c + step], W_rows[c:c + step]
+            per = (Wr, dec.v_hidden[r], dec.v_skip[r], dec.bias[r])
+            for xb, z, log_l in batches:
+                f = decoder_output(z, *per, V1, V2, b2, dec.normalized)
+                if log_l is None:
+                    ll = lk.gaussian_log_lik(xb[:, r], f, noise[r])
+                else:
+                    ll = lk.nb_log_lik(xb[:, r], torch.exp(log_l).unsqueeze(-1) * F.softplus(f), torch.exp(noise[r]))
+                total[c:c + step] += ll.sum(0)
+        return total
+
+    drop = torch.zeros_like(W, dtype=torch.bool)
+    on = W.abs() > SUPPORT_THRESHOLD
+    current = torch.full((W.shape[0],), float("nan"), dtype=W.dtype, device=W.device)
+    for k in torch.nonzero(on.any(0)).flatten().tolist():
+        rows = torch.nonzero(on[:, k]).flatten()
+        stale = rows[torch.isnan(current[rows])]
+        if len(stale):
+            current[stale] = feature_log_lik(stale, W[stale])
+        W0 = W[rows].clone()
+        W0[:, k] = 0.0
+        gain = current[rows] - feature_log_lik(rows, W0)
+        w = W[rows, k]
+        cost = prior_weight * (ssl_log_density(torch.zeros_like(w), eta[k], lambda0, lambda1)
+                               - ssl_log_density(w, eta[k], lambda0, lambda1))
+        out = rows[gain < cost]
+        drop[out, k] = True
+        W[out, k] = 0.0
+        current[out] = float("nan")   # these features' likelihood changed: recompute when next needed
+    return drop
