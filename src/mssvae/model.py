@@ -255,7 +255,8 @@ class MSSVAE(BaseEstimator):
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free=KL_FREE,
                  feature_subsample=1.0, normalize_decoder=None,
-                 merge_dependent="auto", prune_masks=True, min_anchors=MIN_ANCHORS, dispersion_init="auto", dispersion_warmup="auto",
+                 merge_dependent="auto", prune_masks=True, min_anchors=MIN_ANCHORS, dispersion_init="auto",
+                 dispersion_warmup="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
                  device="auto", precision="auto", random_state=0, verbose=False):
         self.n_shared = n_shared
