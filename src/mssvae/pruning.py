@@ -52,6 +52,15 @@ def map_prune(module, x: torch.Tensor, study: torch.Tensor, lambda0: float, lamb
     Cost: one pass of the decoder over all samples and features, plus one per column over the
     features in that column's gene set, never a loop over features.
     """
+    was_training = module.training
+    module.eval()   # batch norm from its running statistics, as in transform; and they stay untouched
+    try:
+        return _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size)
+    finally:
+        module.train(was_training)
+
+
+def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size) -> torch.Tensor:
     dec = module.decoder
     V1, V2, b2 = dec.weights()
     W = module.W.detach().clone()
