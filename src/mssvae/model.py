@@ -480,7 +480,7 @@ class MSSVAE(BaseEstimator):
         self.pruned_entries_ = 0
         if s["prune_masks"]:
             drop = map_prune(self.module_, Xt, st, s["schedule"].values[-1], s["lambda1"], self.prior_weight_,
-                             chunk_size=self._feature_chunk(1024))
+                             chunk_size=self._feature_chunk(1024), threshold=SUPPORT_THRESHOLD)
             with torch.no_grad():
                 self.module_.W[drop] = 0.0
             self.pruned_entries_ = int(drop.sum())

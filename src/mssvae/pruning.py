@@ -32,8 +32,6 @@ import torch.nn.functional as F
 from . import likelihoods as lk
 from .module import decoder_output
 
-SUPPORT_THRESHOLD = 0.5
-
 
 def ssl_log_density(w: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float) -> torch.Tensor:
     """log p(w | η) = log[η λ1/2 e^{−λ1|w|} + (1 − η) λ0/2 e^{−λ0|w|}] (§2.2), elementwise."""
@@ -44,23 +42,26 @@ def ssl_log_density(w: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1:
 
 @torch.no_grad()
 def map_prune(module, x: torch.Tensor, study: torch.Tensor, lambda0: float, lambda1: float,
-              prior_weight: float, chunk_size: int | None = 64, batch_size: int = 1024) -> torch.Tensor:
-    """(G, K) bool of the mask entries with |w| > 0.5 that Eq. 2.4 prefers at 0 (see the module text).
+              prior_weight: float, chunk_size: int | None = 64, batch_size: int = 1024,
+              threshold: float = 0.5) -> torch.Tensor:
+    """(G, K) bool of the mask entries with |w| > threshold that Eq. 2.4 prefers at 0 (module text).
 
     x (N, G) and study (N,) as the module takes them (counts as they are; the module's encoders
     apply their own transform).  W is not changed here: the caller zeroes the returned entries.
     Cost: one pass of the decoder over all samples and features, plus one per column over the
-    features in that column's gene set, never a loop over features.
+    features in that column's gene set, never a loop over features.  ``prior_weight`` is the one
+    weight of the whole mask prior (with ``prior_per_feature`` the fit's block-wide weight is used).
     """
     was_training = module.training
     module.eval()   # batch norm from its running statistics, as in transform; and they stay untouched
     try:
-        return _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size)
+        return _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size, threshold)
     finally:
         module.train(was_training)
 
 
-def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size) -> torch.Tensor:
+def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size,
+                  threshold) -> torch.Tensor:
     dec = module.decoder
     V1, V2, b2 = dec.weights()
     W = module.W.detach().clone()
@@ -90,7 +91,7 @@ def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, 
         return total
 
     drop = torch.zeros_like(W, dtype=torch.bool)
-    on = W.abs() > SUPPORT_THRESHOLD
+    on = W.abs() > threshold
     current = torch.full((W.shape[0],), float("nan"), dtype=W.dtype, device=W.device)
     for k in torch.nonzero(on.any(0)).flatten().tolist():
         rows = torch.nonzero(on[:, k]).flatten()
