@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from mssvae.merging import _blocks, block_groups, merge_columns, redundant_columns
+from mssvae.merging import _blocks, anchor_counts, block_groups, merge_columns, redundant_columns
 from mssvae.metrics import evaluate_simulation
 from mssvae.simulate import simulate_rnaseq
 
@@ -30,10 +30,8 @@ def redundant_most_overlapping(S: np.ndarray, min_anchors: int = 2) -> list[int]
         if len(active) < 2:
             return out
         A = S[:, active]
-        anchors = (A & (A.sum(1) == 1)[:, None]).sum(0)
-        overlap = A.T.astype(int) @ A.astype(int)
-        np.fill_diagonal(overlap, 0)
-        n_over = (overlap > 0).sum(1)
+        anchors, shared = anchor_counts(A)
+        n_over = (shared > 0).sum(1)
         lacking = [i for i in range(len(active)) if anchors[i] < min_anchors and n_over[i] > 0]
         if not lacking:
             return out

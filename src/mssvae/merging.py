@@ -76,6 +76,15 @@ def dependent_groups(Z: np.ndarray, columns, threshold: float = 0.5, k: int = 3)
     return list(groups.values())
 
 
+def anchor_counts(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For supports A (G, K) bool: each column's anchor genes (in no other column) and the (K, K)
+    counts of genes shared between columns (0 on the diagonal)."""
+    anchors = (A & (A.sum(1) == 1)[:, None]).sum(0)
+    shared = A.T.astype(int) @ A.astype(int)
+    np.fill_diagonal(shared, 0)
+    return anchors, shared
+
+
 def redundant_columns(S: np.ndarray, min_anchors: int = 2) -> list[int]:
     """Columns of one block's supports S (G, K) bool that lack ``min_anchors`` anchor genes.
 
@@ -90,9 +99,8 @@ def redundant_columns(S: np.ndarray, min_anchors: int = 2) -> list[int]:
         if len(active) < 2:
             return out
         A = S[:, active]
-        only = A.sum(1) == 1
-        anchors = (A & only[:, None]).sum(0)
-        shares = (A.T.astype(int) @ A.astype(int) - np.diag(A.sum(0))).max(1) > 0
+        anchors, shared = anchor_counts(A)
+        shares = shared.max(1) > 0
         lacking = [i for i in np.argsort(A.sum(0), kind="stable") if anchors[i] < min_anchors and shares[i]]
         if not lacking:
             return out
