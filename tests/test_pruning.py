@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mssvae.pruning import map_prune, ssl_log_density
+from mssvae.pruning import map_prune
+from mssvae.spike_slab import ssl_log_density
 
 
 def test_the_prior_is_the_spike_and_slab_mixture_with_gamma_summed_out():

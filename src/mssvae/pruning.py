@@ -24,20 +24,12 @@ dropped, so the check of the next column sees the current mask.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from . import likelihoods as lk
 from .module import decoder_output
-
-
-def ssl_log_density(w: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float) -> torch.Tensor:
-    """log p(w | η) = log[η λ1/2 e^{−λ1|w|} + (1 − η) λ0/2 e^{−λ0|w|}] (§2.2), elementwise."""
-    slab = torch.log(eta) + math.log(lambda1 / 2.0) - lambda1 * w.abs()
-    spike = torch.log1p(-eta) + math.log(lambda0 / 2.0) - lambda0 * w.abs()
-    return torch.logaddexp(slab, spike)
+from .spike_slab import ssl_log_density
 
 
 @torch.no_grad()

@@ -77,6 +77,14 @@ def m_step_eta(p_star: torch.Tensor, a: float, b: float) -> torch.Tensor:
     return eta.clamp(_ETA_EPS, 1.0 - torch.finfo(eta.dtype).eps)
 
 
+def ssl_log_density(w: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float) -> torch.Tensor:
+    """log p(w | η) = log[η λ1/2 e^{−λ1|w|} + (1 − η) λ0/2 e^{−λ0|w|}] (§2.2), elementwise: the prior of one
+    entry with γ summed out (mssvae.pruning compares it at w and at 0)."""
+    slab = torch.log(eta) + math.log(lambda1 / 2.0) - lambda1 * w.abs()
+    spike = torch.log1p(-eta) + math.log(lambda0 / 2.0) - lambda0 * w.abs()
+    return torch.logaddexp(slab, spike)
+
+
 def ssl_log_prior(
     W: torch.Tensor,
     p_star: torch.Tensor,
