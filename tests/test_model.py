@@ -54,6 +54,30 @@ def test_transform_puts_each_sample_in_its_own_block(fitted_blocks, blocks):
     assert (np.abs(Z[study == "s0"][:, 5:7]).sum(0) > 0).all()
 
 
+def test_score_is_eq24_per_sample_with_the_paper_weights_and_repeats_exactly(fitted_blocks, blocks):
+    import torch
+
+    X, study, _, _ = blocks
+    m = fitted_blocks
+    state = torch.get_rng_state()
+    first = m.score(X, study, n_draws=2)
+    assert torch.equal(torch.get_rng_state(), state)          # no random state is consumed
+    assert m.score(X, study, n_draws=2) == first                # so it repeats exactly
+    assert m.score(X, study, n_draws=2, batch_size=97) == pytest.approx(first, abs=0.05 * abs(first))
+    # one draw over the whole data in one batch: −loss of the module with prior and KL at weight 1
+    torch.manual_seed(m.random_state)
+    Xt, st = m._prepare(X, study)
+    m.module_.eval()
+    with torch.no_grad():
+        p = m._score_settings()
+        terms, _ = m.module_.loss(Xt, st, torch.ones(len(X)), len(X), p["lambda0"], p["lambda1"], p["a"], p["b"],
+                                  1.0, p["noise_prior"], p["library_prior"])
+    assert m.score(X, study, n_draws=1, batch_size=len(X)) == pytest.approx(-float(terms.loss), rel=1e-5)
+    assert m.lambda0[-1] == p["lambda0"] and p["b"] == X.shape[1]   # λ0 at its final value; b = G (Table 2)
+    with pytest.raises(ValueError, match="`n_draws` must be a positive integer"):
+        m.score(X, study, n_draws=0)
+
+
 def test_same_seed_same_result_and_other_seed_differs(blocks):
     X, study, _, _ = blocks
     kw = dict(n_shared=3, n_specific=1, max_epochs=3, batch_size=64)

@@ -140,8 +140,29 @@ def test_kl_weight_rises_from_one_over_the_warmup_then_holds_and_spares_factors_
     np.testing.assert_array_equal(free.module_.W.detach().numpy(), plain.module_.W.detach().numpy())
     labels = sorted(set(sim.study))
     nb = MSSVAE(**kw)._settings(labels, 12, 60)        # the defaults (README, item 16): 2 above 0.5 nats
-    assert (nb["kl_weight"], nb["kl_warmup"], nb["kl_free"]) == (2.0, 0.0, 0.5)
+    assert (nb["kl_weight"], nb["kl_warmup"], nb["kl_free"]) == (2.0, 0.0, (0.5, 0.0))   # item 18: both, kept by score
     gauss = MSSVAE(likelihood="gaussian", n_shared=1, n_specific=1)._settings(labels, 12, 60)
     assert gauss["kl_weight"] == 1.0                                            # Eq. 2.4
     auto = MSSVAE(kl_warmup="auto", **kw)._settings(labels, 12, 60)
     assert auto["kl_warmup"] == pytest.approx(0.3)                         # λ0's annealing period
+
+
+def test_kl_free_candidates_keep_the_fit_with_the_higher_eq24_bound(tmp_path):
+    # README, "Counts (NB)", item 18: one fit per kl_free value from the same seed; score() decides.
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32)
+    both = MSSVAE(kl_free=(0.5, 0.0), **kw).fit(sim.X, sim.study)
+    singles = {v: MSSVAE(kl_free=v, **kw).fit(sim.X, sim.study) for v in (0.5, 0.0)}
+    scores = {v: m.score(sim.X, sim.study) for v, m in singles.items()}
+    assert both.candidate_scores_ == pytest.approx(scores)
+    assert both.kl_free_ == max(scores, key=scores.get)
+    kept = singles[both.kl_free_]
+    np.testing.assert_array_equal(both.W_shared_, kept.W_shared_)
+    assert both.score(sim.X, sim.study) == max(scores.values())
+    assert singles[0.5].candidate_scores_ == {} and singles[0.5].kl_free_ == 0.5
+    # with kl_weight=1 kl_free has nothing to act on: one fit
+    plain = MSSVAE(kl_weight=1.0, kl_free=(0.5, 0.0), **kw).fit(sim.X, sim.study)
+    assert plain.candidate_scores_ == {} and plain.kl_free_ == 0.5
+    both.save(tmp_path / "fit")
+    again = MSSVAE.load(tmp_path / "fit")
+    assert again.kl_free_ == both.kl_free_ and again.candidate_scores_ == pytest.approx(both.candidate_scores_)

@@ -85,6 +85,25 @@ _WARMUP = _WordOrNumber({"auto": "auto"}, lambda x: 0 <= x <= 1, "a number in [0
 _KL_WEIGHT = _WordOrNumber({"auto": "auto"}, _positive, "a positive number")
 
 
+class _KlFree(click.ParamType):
+    """"auto", "0.5" → 0.5, or "0.5,0" → (0.5, 0.0): the kl_free value of each fit to try."""
+
+    name = "auto|FLOAT[,FLOAT...]"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):   # a default, or a value already converted
+            return value
+        if value.strip().lower() == "auto":
+            return "auto"
+        try:
+            numbers = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            numbers = (float("nan"),)
+        if not all(0 <= x < float("inf") for x in numbers):
+            self.fail(f"{value!r} is not auto or non-negative numbers such as 0.5 or 0.5,0", param, ctx)
+        return numbers[0] if len(numbers) == 1 else numbers
+
+
 class _NSpecific(click.ParamType):
     """"5" → 5 (every study), "a=3,b=2" → {"a": 3, "b": 2}."""
 
@@ -285,9 +304,10 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--kl-warmup", type=_WARMUP, default=None,
               help="Share of the epochs over which the KL multiplier rises from 1 to --kl-weight: a number "
                    "in [0, 1] (default 0) or auto (the λ0 annealing period, 0.3).")
-@click.option("--kl-free", type=click.FloatRange(min=0), default=None,
-              help="Nats per sample a factor's KL must pass before the weight above 1 acts on it (default "
-                   "0.5; README, Counts (NB), item 16).")
+@click.option("--kl-free", type=_KlFree(), default=None,
+              help="Nats per sample a factor's KL must pass before the weight above 1 acts on it; several "
+                   "values (0.5,0) fit once per value and keep the fit with the higher Eq. 2.4 bound. Default "
+                   "auto: 0.5,0 for nb, 0.5 for gaussian (README, Counts (NB), items 16 and 18).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
