@@ -218,6 +218,10 @@ def _fit_summary(model, seconds: float) -> list[str]:
         lines.append(f"merged (factors that are functions of one another): {' + '.join(group)}")
     if model.redundant_factors_:
         lines.append(f"set aside (fewer than {model.min_anchors} anchor genes): {', '.join(model.redundant_factors_)}")
+    scores = getattr(model, "candidate_scores_", {})
+    if scores:
+        each = ", ".join(f"kl_free={k:g}: {v:.2f}" for k, v in scores.items())
+        lines.append(f"kept kl_free={model.kl_free_:g}, the higher Eq. 2.4 bound per sample ({each})")
     lines.append(f"fit: {len(model.history_)} epochs in {seconds:.1f} s on {model.device_}")
     if not model.converged_:
         lines.append("warning: training did not run to the end (interrupted); the model is marked not converged")

@@ -89,6 +89,9 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "merged_factors": ["+".join(group) for group in model.merged_factors_],
         "redundant_factors": list(model.redundant_factors_),
         "pruned_entries": int(getattr(model, "pruned_entries_", 0)),
+        "kl_free": float("nan") if getattr(model, "kl_free_", None) is None else float(model.kl_free_),
+        # Keys as text: h5ad stores string-keyed mappings.
+        "candidate_scores": {f"{k:g}": float(v) for k, v in getattr(model, "candidate_scores_", {}).items()},
         "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},
         "device": model.device_,
         "converged": bool(model.converged_),
