@@ -192,3 +192,34 @@ def test_a_fit_with_feature_subsets_resumes_to_the_same_result(tmp_path):
     resumed = MSSVAE(**kw).fit(X, study, checkpoint_dir=tmp_path, checkpoint_every=1)
     np.testing.assert_array_equal(resumed.W_shared_, reference.W_shared_)
     np.testing.assert_array_equal(resumed.W_specific_["s1"], reference.W_specific_["s1"])
+
+
+def test_each_kl_free_candidate_checkpoints_in_its_own_folder_and_a_finished_one_is_reloaded(tmp_path, caplog):
+    from mssvae.simulate import simulate_rnaseq
+
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=3, batch_size=32)
+    first = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)   # NB default: kl_free 0.5 and 0
+    assert all((tmp_path / f"kl_free={v}" / CHECKPOINT_FILE).is_file() for v in ("0.5", "0"))
+    with caplog.at_level("WARNING", logger="mssvae"):
+        again = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)
+    assert caplog.text.count("after epoch 3 of 3") == 2
+    assert again.candidate_scores_ == first.candidate_scores_ and again.kl_free_ == first.kl_free_
+    np.testing.assert_array_equal(again.W_shared_, first.W_shared_)
+
+
+def test_an_interrupted_candidate_is_kept_and_the_others_are_not_trained(monkeypatch):
+    from mssvae.simulate import simulate_rnaseq
+
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    calls = []
+    train_once = MSSVAE._train_once
+
+    def interrupted(self, s, kl_free, *args):   # as after Ctrl-C in the first candidate's training
+        calls.append(kl_free)
+        return dict(train_once(self, s, kl_free, *args), converged_=False)
+
+    monkeypatch.setattr(MSSVAE, "_train_once", interrupted)
+    model = MSSVAE(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=2, batch_size=32)
+    model.fit(sim.X, sim.study)
+    assert calls == [0.5] and model.kl_free_ == 0.5 and not model.converged_ and model.candidate_scores_ == {}

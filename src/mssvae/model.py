@@ -478,6 +478,9 @@ class MSSVAE(BaseEstimator):
             if checkpoint_dir is not None and len(candidates) > 1:
                 folder = Path(checkpoint_dir) / f"kl_free={kl_free:g}"
             fitted = self._train_once(s, kl_free, X, codes, Xt, st, device, folder, checkpoint_every)
+            if not fitted["converged_"]:   # interrupted (Ctrl-C): stop here, keep this fit as it is
+                best = fitted
+                break
             if len(candidates) > 1:
                 self.candidate_scores_[kl_free] = fitted["score"] = self.score(X, study)
                 logger.info("kl_free=%g: Eq. 2.4 per sample %.4f", kl_free, fitted["score"])
@@ -761,7 +764,7 @@ class MSSVAE(BaseEstimator):
         if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
             raise ValueError(f"`n_draws` must be a positive integer; got {n_draws!r}")
         return evaluate_bound(self.module_, Xt, st, self._score_settings(), int(n_draws), int(batch_size),
-                                 int(self.random_state), self._feature_chunk(min(batch_size, Xt.shape[0])))
+                              int(self.random_state), self._feature_chunk(min(batch_size, Xt.shape[0])))
 
     def _score_settings(self) -> dict:
         """The prior settings that Eq. 2.4 needs, from the hyperparameters and the data priors."""
