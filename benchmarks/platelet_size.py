@@ -45,8 +45,8 @@ def main() -> None:
     sim = simulate_rnaseq(n_samples=sum(TABLE1), n_features=5000, proportions=tuple(n / sum(TABLE1) for n in TABLE1),
                           random_state=a.seed)
     extra = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in a.set)}
-    settings = dict(likelihood="nb", n_shared=50, n_specific=10, hidden=(256, 128), batch_size=512,
-                    max_epochs=a.epochs, feature_subsample=a.subsample, random_state=a.seed, **extra)
+    settings = dict(dict(likelihood="nb", n_shared=50, n_specific=10, hidden=(256, 128), batch_size=512,
+                         max_epochs=a.epochs, feature_subsample=a.subsample, random_state=a.seed), **extra)
     t1 = time.perf_counter()
     model = MSSVAE(**settings).fit(sim.X, sim.study)
     t2 = time.perf_counter()
