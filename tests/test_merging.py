@@ -1,6 +1,7 @@
 """Merging factors that are functions of one another (mssvae.merging)."""
 
 import numpy as np
+import pytest
 
 from mssvae.merging import dependence_r2, dependent_groups, merge_columns
 
@@ -158,3 +159,16 @@ def test_redundant_columns_are_zeroed_in_the_report_and_survive_saving(tmp_path)
     again = MSSVAE.load(tmp_path / "m")
     assert again.redundant_factors_ == kept.redundant_factors_
     np.testing.assert_array_equal(again.W_shared_, kept.W_shared_)
+
+
+def test_dependence_r2_uses_the_k_nearest_samples_as_its_definition_says():
+    # the sorted-window search gives the R² of the full distance matrix (distinct values)
+    rng = np.random.default_rng(1)
+    for n in (5, 40, 300):
+        x = rng.normal(size=n)
+        y = np.sin(2 * x) + rng.normal(scale=0.3, size=n)
+        dist = np.abs(x[:, None] - x[None, :])
+        np.fill_diagonal(dist, np.inf)
+        residual = y - y[np.argsort(dist, axis=1)[:, :3]].mean(1)
+        assert dependence_r2(x, y) == pytest.approx(1 - (residual**2).sum() / ((y - y.mean()) ** 2).sum(), abs=1e-12)
+    assert dependence_r2(np.ones(10), rng.normal(size=10)) == -np.inf   # a constant predicts nothing
