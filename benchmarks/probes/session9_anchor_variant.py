@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from mssvae.merging import _blocks, anchor_counts, block_groups, merge_columns, redundant_columns
+from mssvae.merging import _blocks, block_groups, merge_columns, redundant_columns
 from mssvae.metrics import evaluate_simulation
 from mssvae.simulate import simulate_rnaseq
 
@@ -23,21 +23,11 @@ K_SHARED, K_SPECIFIC = 20, 5
 
 
 def redundant_most_overlapping(S: np.ndarray, min_anchors: int = 2) -> list[int]:
-    S = np.array(S, dtype=bool, copy=True)
-    out: list[int] = []
-    while True:
-        active = np.flatnonzero(S.any(0))
-        if len(active) < 2:
-            return out
-        A = S[:, active]
-        anchors, shared = anchor_counts(A)
+    def most_overlapping(lacking, A, shared):
         n_over = (shared > 0).sum(1)
-        lacking = [i for i in range(len(active)) if anchors[i] < min_anchors and n_over[i] > 0]
-        if not lacking:
-            return out
-        i = max(lacking, key=lambda i: (n_over[i], -A[:, i].sum()))
-        out.append(int(active[i]))
-        S[:, out[-1]] = False
+        return max(lacking, key=lambda i: (n_over[i], -A[:, i].sum()))
+
+    return redundant_columns(S, min_anchors, first=most_overlapping)
 
 
 def main() -> None:

@@ -94,13 +94,18 @@ def anchor_counts(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return anchors, shared
 
 
-def redundant_columns(S: np.ndarray, min_anchors: int = 2) -> list[int]:
+def redundant_columns(S: np.ndarray, min_anchors: int = 2, first=None) -> list[int]:
     """Columns of one block's supports S (G, K) bool that lack ``min_anchors`` anchor genes.
 
     Repeatedly, the smallest active column with fewer than ``min_anchors`` anchor genes (genes in
     no other active column) that shares a gene with another active column is set aside, and the
     anchors of the rest are counted again.  Returns the columns set aside, in that order.
+    ``first(lacking, A, shared)`` (for probes of other orders): which of the lacking columns (indices
+    into the active supports A, with the (K, K) shared-gene counts) goes first; default the smallest.
     """
+    if first is None:
+        def first(lacking, A, shared):
+            return min(lacking, key=lambda i: (A[:, i].sum(), i))
     S = np.array(S, dtype=bool, copy=True)
     out: list[int] = []
     while True:
@@ -110,10 +115,10 @@ def redundant_columns(S: np.ndarray, min_anchors: int = 2) -> list[int]:
         A = S[:, active]
         anchors, shared = anchor_counts(A)
         shares = shared.max(1) > 0
-        lacking = [i for i in np.argsort(A.sum(0), kind="stable") if anchors[i] < min_anchors and shares[i]]
+        lacking = [i for i in range(len(active)) if anchors[i] < min_anchors and shares[i]]
         if not lacking:
             return out
-        out.append(int(active[lacking[0]]))
+        out.append(int(active[first(lacking, A, shared)]))
         S[:, out[-1]] = False
 
 
