@@ -29,24 +29,32 @@ from torch.nn import functional as F
 
 from mssvae.model import default_chunk_size
 from mssvae.module import MaskedDecoder, chunked_sum, decoder_output
+from mssvae.training import autocast
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, thread pool
+    fn()  # warm-up: allocator, thread pool, cuBLAS handles
+    _sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        _sync()   # GPU work is asynchronous: the clock stops when the device is done
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def gemm_peak(n: int, repeats: int) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def gemm_peak(n: int, repeats: int, device: str = "cpu", dtype=torch.float32) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
 
 
-def decoder_step(dec: MaskedDecoder, z, W, chunk):
+def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None):
     def total(z, V1, V2, b2, W, vh, vs, bias):
         return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized).sum()
 
@@ -54,23 +62,25 @@ def decoder_step(dec: MaskedDecoder, z, W, chunk):
         dec.zero_grad(set_to_none=True)
         W.grad = None
         per_feature = [W, dec.v_hidden, dec.v_skip, dec.bias]
-        chunked_sum(total, (z, *dec.weights()), per_feature, (0, 0, 0, 0), chunk).backward()
+        with autocast(z.device, autocast_dtype):
+            chunked_sum(total, (z, *dec.weights()), per_feature, (0, 0, 0, 0), chunk).backward()
     return step
 
 
-def loop_step(dec: MaskedDecoder, z, W):
+def loop_step(dec: MaskedDecoder, z, W, autocast_dtype=None):
     """f_j for j = 1..G one feature at a time (the reference code's layout), then backward."""
     def step():
         dec.zero_grad(set_to_none=True)
         W.grad = None
         total = 0.0
-        for j in range(W.shape[0]):
-            c = z * W[j]                                           # (B, K)
-            h = F.relu(c @ dec.V1.weight.t())                      # (B, H1)
-            h = F.relu(F.linear(h, dec.V2.weight, dec.V2.bias))    # (B, H2)
-            f = h @ dec.v_hidden[j] + c @ dec.v_skip[j] + dec.bias[j]
-            total = total + f.sum()
-        total.backward()
+        with autocast(z.device, autocast_dtype):
+            for j in range(W.shape[0]):
+                c = z * W[j]                                           # (B, K)
+                h = F.relu(c @ dec.V1.weight.t())                      # (B, H1)
+                h = F.relu(F.linear(h, dec.V2.weight, dec.V2.bias))    # (B, H2)
+                f = h @ dec.v_hidden[j] + c @ dec.v_skip[j] + dec.bias[j]
+                total = total + f.sum()
+            total.backward()
     return step
 
 
@@ -84,6 +94,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gemm-n", type=int, default=2048)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: on cuda the step runs under bf16 autocast "
+                   "(as training does) and the peak is the bf16 GEMM's")
     p.add_argument("--no-loop", action="store_true", help="skip the per-feature loop (chunk-size scans)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -92,16 +104,20 @@ def main() -> None:
     torch.manual_seed(0)
     B, G, K = a.batch, a.features, a.latent
     H1, H2 = (int(v) for v in a.hidden.split(","))
-    chunk = a.chunk or default_chunk_size(B, (H1, H2), G) or G  # what MSSVAE picks
-    dec = MaskedDecoder(G, K, (H1, H2))
-    z = torch.randn(B, K)
-    W = torch.randn(G, K, requires_grad=True)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32   # training's arithmetic on that device
+    chunk = a.chunk or default_chunk_size(B, (H1, H2), G, a.device) or G  # what MSSVAE picks
+    dec = MaskedDecoder(G, K, (H1, H2)).to(dev)
+    z = torch.randn(B, K, device=dev)
+    W = torch.randn(G, K, requires_grad=True, device=dev)
     flops = 6.0 * B * G * (K * H1 + H1 * H2 + H2 + K)
 
-    peak = gemm_peak(a.gemm_n, a.repeats)
-    t_step = _median_time(decoder_step(dec, z, W, chunk), a.repeats)
-    t_loop = float("nan") if a.no_loop else _median_time(loop_step(dec, z, W), max(1, a.repeats - 2))
-    peak_after = gemm_peak(a.gemm_n, a.repeats)  # the machine's state may drift during the run
+    peak = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)
+    t_step = _median_time(decoder_step(dec, z, W, chunk, dtype if cuda else None), a.repeats)
+    t_loop = float("nan") if a.no_loop else _median_time(loop_step(dec, z, W, dtype if cuda else None),
+                                                            max(1, a.repeats - 2))
+    peak_after = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)  # the machine's state may drift during the run
     peak = max(peak, peak_after)
     row = dict(
         decoder="(B·g)-row GEMMs, fused chunks",
@@ -109,6 +125,7 @@ def main() -> None:
         gemm_peak_gflops=round(peak, 1), step_seconds=round(t_step, 3),
         step_gflops=round(flops / t_step / 1e9, 1), share_of_peak=round(flops / t_step / 1e9 / peak, 3),
         loop_step_seconds=round(t_loop, 3), speedup_vs_loop=round(t_loop / t_step, 1),
+        device=torch.cuda.get_device_name(dev) if cuda else "cpu", dtype=str(dtype).replace("torch.", ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     )
     df = pd.DataFrame([row])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -55,7 +56,10 @@ def main() -> None:
     row = dict(settings=json.dumps(settings), seconds_total=round(t3 - t0, 1), seconds_fit=round(t2 - t1, 1),
                **{k: round(float(v), 3) for k, v in scores.items() if isinstance(v, (int, float))},
                machine=f"{platform.machine()}, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads, device {model.device_}")
+               f"{torch.get_num_threads()} threads, device {model.device_}"
+               + (f" ({torch.cuda.get_device_name(model.device_)}, CUDA graphs "
+                  f"{'off' if os.environ.get('MSSVAE_CUDA_GRAPHS') == '0' else 'on'})"
+                  if model.device_.startswith("cuda") else ""))
     print(json.dumps(row, indent=1), flush=True)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)

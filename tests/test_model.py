@@ -117,7 +117,8 @@ def test_load_refuses_modified_or_foreign_files(fitted_blocks, tmp_path):
 
 def test_nan_loss_stops_with_the_epoch_and_keeps_last_finite_parameters(blocks):
     X, study, _, _ = blocks
-    kw = dict(n_shared=3, n_specific=1, batch_size=64, random_state=0, lambda0=(10.0, 10.0, 10.0))  # no annealing
+    kw = dict(n_shared=3, n_specific=1, batch_size=64, random_state=0, lambda0=(10.0, 10.0, 10.0),  # no annealing
+              device="cpu")
     # A finished fit prunes its masks (prune_masks); a stopped one keeps its last good state as it was.
     reference = MSSVAE(max_epochs=2, prune_masks=False, **kw).fit(X, study)
     model = MSSVAE(max_epochs=5, **kw)

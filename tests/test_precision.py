@@ -21,7 +21,8 @@ def test_bf16_autocast_loss_matches_fp32(likelihood):
     # Run on the CPU here through the same context manager training uses on CUDA (slow on a CPU, but exact
     # enough to check the arithmetic path: every op that autocast moves to bf16, and the casts back).
     X, study = _data(likelihood)
-    m = MSSVAE(likelihood=likelihood, n_shared=3, n_specific=1, hidden=(16, 16), max_epochs=3, batch_size=64)
+    m = MSSVAE(likelihood=likelihood, n_shared=3, n_specific=1, hidden=(16, 16), max_epochs=3, batch_size=64,
+               device="cpu")
     m.fit(X, study)
     mod = m.module_.train()
     args = (torch.as_tensor(X[:64]), torch.as_tensor((study[:64] == "s1").astype(np.int64)), torch.ones(64),

@@ -22,6 +22,14 @@ from . import likelihoods as lk
 from .spike_slab import e_step, ssl_log_prior
 
 
+def _rows_of(study: torch.Tensor, s: int, groups: list[slice] | None):
+    """The batch rows of study ``s`` (a slice when ``groups`` is given), or None when it has none."""
+    if groups is not None:
+        return groups[s] if groups[s].stop > groups[s].start else None
+    idx = (study == s).nonzero(as_tuple=True)[0]
+    return idx if idx.numel() else None
+
+
 class Encoder(nn.Module):
     """Two-layer ReLU MLP with batch norm and a diagonal-Gaussian head (Appendix B.1).
 
@@ -245,12 +253,15 @@ class MSSVAEModule(nn.Module):
         # likelihood always uses the raw values.
         return torch.log1p(x) if self.likelihood == "nb" else x
 
-    def encode(self, x: torch.Tensor, study: torch.Tensor):
+    def encode(self, x: torch.Tensor, study: torch.Tensor, groups: list[slice] | None = None):
         """Posterior means and log-variances in the z~ layout.
 
         x : (B, G); study : (B,) long in [0, M).  Returns (mean, log_var), each (B, K), zero
         (mean) / zero (log_var) outside each sample's own blocks: those entries are masked out
         of the sample and of the KL terms.
+        ``groups`` (optional): the rows of each study as one slice per study, for a batch sorted by
+        study (training's balanced batches).  Slices need no look at ``study``'s values, which on a
+        GPU would wait for the device (and cannot be captured in a CUDA graph).
         """
         h = self.encoder_input(x)
         B = x.shape[0]
@@ -263,8 +274,8 @@ class MSSVAEModule(nn.Module):
         for s, (enc, k, start) in enumerate(zip(self.encoders_specific, self.n_specific, self.block_starts)):
             if k == 0:
                 continue
-            idx = (study == s).nonzero(as_tuple=True)[0]
-            if idx.numel() == 0:
+            idx = _rows_of(study, s, groups)
+            if idx is None:
                 continue
             m, v = enc(h[idx])
             # .to(): under bf16 autocast the encoder returns bf16; the latent stays fp32.
@@ -272,12 +283,13 @@ class MSSVAEModule(nn.Module):
             log_var[idx, start:start + k] = v.to(log_var.dtype)
         return mean, log_var
 
-    def latent_mask(self, study: torch.Tensor) -> torch.Tensor:
-        """(B, K) 1/0 mask of the z~ entries that belong to each sample (shared + own study)."""
+    def latent_mask(self, study: torch.Tensor, groups: list[slice] | None = None) -> torch.Tensor:
+        """(B, K) 1/0 mask of the z~ entries that belong to each sample (shared + own study);
+        ``groups`` as in :meth:`encode`."""
         mask = torch.zeros(study.shape[0], self.n_latent, device=study.device)
         mask[:, : self.n_shared] = 1.0
         for s, (k, start) in enumerate(zip(self.n_specific, self.block_starts)):
-            mask[study == s, start:start + k] = 1.0
+            mask[study == s if groups is None else groups[s], start:start + k] = 1.0
         return mask
 
     def encode_library(self, x: torch.Tensor):
@@ -314,6 +326,7 @@ class MSSVAEModule(nn.Module):
         kl_weight: float = 1.0,
         tie_noise: bool = False,
         kl_free: float = 0.0,
+        groups: list[slice] | None = None,
     ):
         """Minibatch estimate of −(Eq. 2.4)/N, with its E-step.
 
@@ -337,10 +350,13 @@ class MSSVAEModule(nn.Module):
         ``tie_noise``: every feature uses the mean of the noise parameters (log φ or log σ²), so
         all features weigh alike in the likelihood (the dispersion warm-up of training).
 
+        ``groups``: each study's rows of the batch as a slice (a batch sorted by study), see :meth:`encode`.
+        ``prior_weight`` may be a 0-dim tensor (a calibrated weight that stays on the device).
+
         Returns (LossTerms, p_star (G, K)); the caller performs the η M-step with p_star.
         """
-        mask = self.latent_mask(study)
-        mean, log_var = self.encode(x, study)
+        mask = self.latent_mask(study, groups)
+        mean, log_var = self.encode(x, study, groups)
         # One Monte Carlo draw (L = 1, Appendix B.2.1) by reparameterisation.
         z = (mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)) * mask
         kl = 0.5 * (mean**2 + torch.exp(log_var) - 1.0 - log_var) * mask
@@ -359,7 +375,7 @@ class MSSVAEModule(nn.Module):
             scale = self.n_features / features.numel()
             per_feature = [x[:, features]] + [t[features] for t in per_feature[1:]]
             rows = torch.zeros(self.n_features, dtype=self.W.dtype, device=self.W.device)
-            rows[features] = scale
+            rows.index_fill_(0, features, scale)   # a Python scalar: nothing to copy from the host
             prior_row_weight = rows if prior_row_weight is None else rows * prior_row_weight
         kl_library = torch.zeros_like(kl_shared)
         if self.likelihood == "gaussian":

@@ -7,21 +7,27 @@ users), the way scvi-tools splits module / training plan / model.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
+import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 from torch import distributed as dist
 
-from .module import MSSVAEModule
+from .module import LossTerms, MSSVAEModule
 from .spike_slab import Lambda0Schedule, m_step_eta
 
 # Smoothing of the running Fisher information that sets a calibrated prior weight (~100 steps).
 INFO_DECAY = 0.99
+# A mask column counts as active in the history when any |W_jk| exceeds this.
+ACTIVE_THRESHOLD = 0.5
+# The scalar terms of a step (module.LossTerms) that the history averages over each epoch.
+TERM_NAMES = tuple(f.name for f in fields(LossTerms) if f.name != "fisher_info_features")
+# Eager steps before a CUDA graph is captured (cuBLAS workspaces, autograd's buffers), per graph.
+GRAPH_WARMUP_STEPS = 2
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -103,6 +109,10 @@ class BalancedBatches:
         """Indices of the next batch, grouped study by study (in study order)."""
         return np.concatenate([self._take(s) for s in range(len(self.groups))])
 
+    def study_slices(self) -> list[slice]:
+        """The rows of each study in every batch: ``per_study`` rows each, in study order."""
+        return [slice(s * self.per_study, (s + 1) * self.per_study) for s in range(len(self.groups))]
+
 
 def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: TrainingConfig,
           generator: torch.Generator, resume: tuple[dict, dict] | None = None,
@@ -113,15 +123,24 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     continues from the next epoch exactly as if it had not stopped.  ``on_epoch_end(epoch, state)``
     is called after each completed epoch with a function that returns that state (built only when
     called, so a caller that checkpoints every k epochs pays for it every k epochs).
+
+    A step never waits for the device (except with the per-feature prior): its scalars (the terms
+    for the history, the running Fisher information, a non-finite-loss flag) stay on the device and
+    are read once per epoch.  So on a
+    GPU the host runs ahead of the kernels, and a step can be replayed as a CUDA graph
+    (:class:`_GraphStep`).  A non-finite loss is found at the end of its epoch, and the module goes
+    back to the end of the previous epoch, as it would had the step stopped at once.
     """
     device = X.device
     world = dist.get_world_size() if _distributed() else 1
     sampler = BalancedBatches(study.cpu().numpy(), cfg.batch_size, generator, world)
     weight = torch.as_tensor(sampler.weight, dtype=X.dtype, device=device)
+    groups = sampler.study_slices()
     # Data-parallel training (torchrun): DDP averages the gradients of the ranks' unbiased
     # estimates, and it broadcasts rank 0's buffers (batch-norm statistics) at each forward.
     # The spike-and-slab terms are in every rank's loss, so the average counts them once.
     net = module if world == 1 else torch.nn.parallel.DistributedDataParallel(module)
+    graphs = use_cuda_graphs(device, world, cfg)
     # The NB inverse dispersions move with W's learning rate: φ starts by moments, which mix the
     # signal into the dispersion (φ ≈ 0.3 where the noise has φ ≈ 50), and at the network rate
     # log φ moves ~0.001 per step, so the likelihood stayed flat and the calibrated prior weight,
@@ -129,7 +148,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     fast = {"W", "log_phi"}
     others = [p for n, p in module.named_parameters() if n not in fast]
     fast_params = [p for n, p in module.named_parameters() if n in fast]
-    optim = torch.optim.Adam([{"params": fast_params, "lr": cfg.lr_W}, {"params": others, "lr": cfg.lr}])
+    optim = torch.optim.Adam([{"params": fast_params, "lr": cfg.lr_W}, {"params": others, "lr": cfg.lr}],
+                             capturable=graphs)   # capturable: the step count lives on the GPU
     result = TrainingResult()
     prior_weight = cfg.prior_weight
     start = 0
@@ -143,6 +163,11 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             info_ema = float(probe) / world
     else:
         info_ema = None
+    # The step's running scalars, kept on the device (read once per epoch).
+    info_t = torch.tensor(info_ema or 0.0, dtype=torch.float64, device=device)
+    weight_t = torch.tensor(prior_weight or 0.0, dtype=torch.float64, device=device)
+    sums = torch.zeros(len(TERM_NAMES), dtype=torch.float64, device=device)
+    bad = torch.zeros((), dtype=torch.bool, device=device)
     row_info = None  # running per-feature Fisher information (per_feature_prior)
     if resume is not None and "row_info" in resume[0]:
         row_info = resume[0]["row_info"].to(device)
@@ -162,7 +187,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         with torch.no_grad():
             noise = module.log_var if module.likelihood == "gaussian" else module.log_phi
             noise.fill_(noise.mean())
-    last_good = copy.deepcopy(module.state_dict())
+    last_good = [t.detach().clone() for t in module.state_dict().values()]
 
     def state(epoch: int) -> tuple[dict, dict]:
         tensors, meta = training_state(module, optim, sampler, generator, epoch, info_ema, prior_weight,
@@ -172,6 +197,50 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         tensors["rng.features"] = feature_gen.get_state()
         return tensors, meta
 
+    def step(idx, features, lambda0: float, kl_now: float, tie_noise: bool, poison: bool = False) -> None:
+        """One optimiser step on the batch X[idx] (and the features ``features``), without a host sync."""
+        nonlocal row_info
+        pw = cfg.prior_weight
+        if pw is None:
+            weight_t.copy_(cfg.prior_scale * sampler.n_total * info_t)
+            pw = weight_t.to(X.dtype)
+        with autocast(device, cfg.autocast_dtype, cache=not graphs):
+            terms, p_star = net(
+                X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
+                pw, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
+                None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
+                kl_now, tie_noise, kl_free=cfg.kl_free, groups=groups,
+            )
+        if world > 1:
+            # One small all-reduce keeps the calibrated weight identical on every rank, and
+            # makes a NaN on any rank stop all of them at the same epoch (no rank hangs).
+            shared = torch.stack([terms.loss.detach(), terms.fisher_info.detach()])
+            dist.all_reduce(shared)
+            terms.fisher_info = shared[1] / world
+            if cfg.per_feature_prior:
+                dist.all_reduce(terms.fisher_info_features)
+                terms.fisher_info_features /= world
+            terms.loss = terms.loss + 0.0 * shared[0]
+        if cfg.prior_weight is None:
+            info = terms.fisher_info.detach().double()
+            info_t.copy_(torch.where(torch.isfinite(info), INFO_DECAY * info_t + (1.0 - INFO_DECAY) * info, info_t))
+        if cfg.per_feature_prior and bool(torch.isfinite(terms.fisher_info_features).all()):
+            new = terms.fisher_info_features.detach().double()
+            if row_info is None:   # features not yet seen start at the mean of those seen
+                row_info = new.mean().expand(G).clone() if features is not None else new
+            seen = slice(None) if features is None else features
+            row_info[seen] = INFO_DECAY * row_info[seen] + (1.0 - INFO_DECAY) * new
+        loss = terms.loss * float("nan") if poison else terms.loss
+        bad.logical_or_(~torch.isfinite(loss.detach()))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        with torch.no_grad():
+            # M-step for η with the p* of this step's E-step (Appendix B.2.1).
+            module.eta.copy_(m_step_eta(p_star, cfg.a, cfg.b))
+            sums.add_(torch.stack([getattr(terms, k).detach().double() for k in TERM_NAMES]))
+
+    runner = _GraphStep(step) if graphs else None
     iterator = range(start, cfg.max_epochs)
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -182,79 +251,57 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         for epoch in iterator:
             lambda0 = cfg.schedule(epoch, cfg.max_epochs)
             kl_now = kl_weight_at(epoch, cfg.max_epochs, cfg.kl_weight, cfg.kl_warmup)
-            sums: dict[str, float] = {}
-            for step in range(sampler.steps_per_epoch):
-                idx = torch.as_tensor(sampler.next(), device=device)
-                features = None
-                if n_features_step < G:
-                    features = torch.randperm(G, generator=feature_gen)[:n_features_step].sort().values.to(device)
-                if cfg.prior_weight is None:
-                    prior_weight = cfg.prior_scale * sampler.n_total * info_ema
-                with autocast(device, cfg.autocast_dtype):
-                    terms, p_star = net(
-                        X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
-                        prior_weight, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
-                        None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
-                        kl_now, epoch < warm_epochs, kl_free=cfg.kl_free,
-                    )
-                if world > 1:
-                    # One small all-reduce keeps the calibrated weight identical on every rank, and
-                    # makes a NaN on any rank stop all of them at the same step (no rank hangs).
-                    shared = torch.stack([terms.loss.detach(), terms.fisher_info.detach()])
-                    dist.all_reduce(shared)
-                    terms.fisher_info = shared[1] / world
-                    if cfg.per_feature_prior:
-                        dist.all_reduce(terms.fisher_info_features)
-                        terms.fisher_info_features /= world
-                    terms.loss = terms.loss + 0.0 * shared[0]
-                info = float(terms.fisher_info)
-                if cfg.prior_weight is None and math.isfinite(info):
-                    info_ema = INFO_DECAY * info_ema + (1.0 - INFO_DECAY) * info
-                if cfg.per_feature_prior and bool(torch.isfinite(terms.fisher_info_features).all()):
-                    new = terms.fisher_info_features.detach().double()
-                    if row_info is None:   # features not yet seen start at the mean of those seen
-                        row_info = new.mean().expand(G).clone() if features is not None else new
-                    seen = slice(None) if features is None else features
-                    row_info[seen] = INFO_DECAY * row_info[seen] + (1.0 - INFO_DECAY) * new
-                loss = terms.loss
-                if cfg.fault_injection is not None and cfg.fault_injection(epoch, step):
-                    loss = loss * float("nan")
-                if not torch.isfinite(loss):
-                    module.load_state_dict(last_good)
-                    result.converged = False
-                    result.stop_reason = f"diverged at epoch {epoch}"
-                    err = TrainingDivergedError(
-                        f"Training diverged at epoch {epoch} (step {step}): the loss is {loss.item()}. "
-                        f"The model keeps the parameters from the end of epoch {epoch - 1} "
-                        "(the last finite state). Try a smaller `lr`/`lr_W` or check the input scale."
-                    )
-                    err.history = result.history
-                    raise err
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-                with torch.no_grad():
-                    # M-step for η with the p* of this step's E-step (Appendix B.2.1).
-                    module.eta.copy_(m_step_eta(p_star, cfg.a, cfg.b))
-                for k, v in vars(terms).items():
-                    if v.dim() == 0:
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
+            # The epoch's batches (and feature subsets) go to the device in one copy.
+            batches = _to_device(np.stack([sampler.next() for _ in range(sampler.steps_per_epoch)]), device)
+            subsets = None
+            if n_features_step < G:
+                draws = [torch.randperm(G, generator=feature_gen)[:n_features_step].sort().values
+                         for _ in range(sampler.steps_per_epoch)]
+                subsets = _to_device(torch.stack(draws), device)
+            key = (lambda0, kl_now, epoch < warm_epochs)
+            for i in range(sampler.steps_per_epoch):
+                features = None if subsets is None else subsets[i]
+                if runner is not None:
+                    runner(key, batches[i], features)
+                else:
+                    poison = cfg.fault_injection is not None and cfg.fault_injection(epoch, i)
+                    step(batches[i], features, *key, poison=poison)
             if world > 1:  # the history is the mean over ranks, the same on every rank
-                keys = sorted(sums)
-                vec = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
-                dist.all_reduce(vec)
-                sums = {k: float(v) / world for k, v in zip(keys, vec)}
-            record = {k: v / sampler.steps_per_epoch for k, v in sums.items()}
+                dist.all_reduce(sums)
+                sums /= world
+            # The epoch's one look at the device: its sums, the flag, the weight and the active columns.
+            active = (module.W.detach().abs() > ACTIVE_THRESHOLD).any(0)
+            readout = torch.cat([sums, info_t.view(1), weight_t.view(1), bad.double().view(1),
+                                 active[: module.n_shared].sum().double().view(1),
+                                 active[module.n_shared:].sum().double().view(1)]).tolist()
+            sums.zero_()
+            *totals, info_now, weight_now, is_bad, n_shared_on, n_specific_on = readout
+            if is_bad:
+                module.load_state_dict(dict(zip(module.state_dict(), last_good)))
+                result.converged = False
+                result.stop_reason = f"diverged at epoch {epoch}"
+                err = TrainingDivergedError(
+                    f"Training diverged at epoch {epoch}: the loss became NaN or infinite. "
+                    f"The model keeps the parameters from the end of epoch {epoch - 1} "
+                    "(the last finite state). Try a smaller `lr`/`lr_W` or check the input scale."
+                )
+                err.history = result.history
+                raise err
+            if cfg.prior_weight is None:
+                info_ema, prior_weight = info_now, weight_now
+            record = {k: v / sampler.steps_per_epoch for k, v in zip(TERM_NAMES, totals)}
             record.update(epoch=epoch, lambda0=lambda0, prior_weight=prior_weight, kl_weight=kl_now,
-                          **_active_counts(module))
+                          active_shared=int(n_shared_on), active_specific=int(n_specific_on))
             result.history.append(record)
-            last_good = copy.deepcopy(module.state_dict())
+            with torch.no_grad():
+                for dst, src in zip(last_good, module.state_dict().values()):
+                    dst.copy_(src)
             if cfg.progress:
                 iterator.set_postfix(loss=f"{record['loss']:.3g}", K_S=record["active_shared"])
             if on_epoch_end is not None:
                 on_epoch_end(epoch, lambda e=epoch: state(e + 1))
     except KeyboardInterrupt:
-        module.load_state_dict(last_good)
+        module.load_state_dict(dict(zip(module.state_dict(), last_good)))
         result.converged = False
         result.stop_reason = f"interrupted after {len(result.history)} epochs"
         warnings.warn(
@@ -326,10 +373,74 @@ def _restore(resume, module, optim, sampler, generator, result) -> tuple[int, fl
     return int(meta["epochs_done"]), meta["info_ema"], meta["prior_weight"]
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device: torch.device, dtype: torch.dtype | None, cache: bool = True):
     """Mixed precision for the forward pass (matmuls in ``dtype``; torch keeps reductions, exp/log and
-    the loss in fp32); a no-op when dtype is None.  Backward follows the forward's dtypes."""
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    the loss in fp32); a no-op when dtype is None.  Backward follows the forward's dtypes.
+    ``cache=False`` inside CUDA graphs: a cached cast would be a tensor from outside the graph."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
+
+
+def use_cuda_graphs(device: torch.device, world: int, cfg: TrainingConfig) -> bool:
+    """Whether training replays its steps as CUDA graphs: on one CUDA device, unless a step needs the
+    host (the per-feature prior's running information, the NaN test hook) or graphs are switched off
+    with MSSVAE_CUDA_GRAPHS=0 (to compare with the eager step)."""
+    return (device.type == "cuda" and world == 1 and not cfg.per_feature_prior and cfg.fault_injection is None
+            and os.environ.get("MSSVAE_CUDA_GRAPHS", "1") != "0")
+
+
+class _GraphStep:
+    """A training step replayed as a CUDA graph (issue 9, goal 4).
+
+    A step launches about a thousand small kernels; at the platelet size most of them take a few
+    microseconds on an H200, so launching them from Python sets the pace.  Replaying a captured
+    graph launches them all at once.  A graph bakes in its Python constants, so one is captured
+    per (λ0, KL weight, tied noise) key: three or four per fit, since λ0 takes three values.  The
+    batch indices and feature subsets are copied into static buffers before each replay; the
+    calibrated prior weight, the history sums and the NaN flag are device tensors the step updates
+    in place.  Before each capture, GRAPH_WARMUP_STEPS real steps run eagerly on a side stream, as
+    torch's recipe for whole-network capture asks.
+    """
+
+    def __init__(self, step: Callable[..., None]):
+        self.step = step
+        self.key = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warm = 0
+        self.idx: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None
+
+    def __call__(self, key: tuple, idx: torch.Tensor, features: torch.Tensor | None) -> None:
+        if self.idx is None:
+            self.idx = torch.empty_like(idx)
+            self.features = None if features is None else torch.empty_like(features)
+        self.idx.copy_(idx)
+        if features is not None:
+            self.features.copy_(features)
+        if key != self.key:
+            self.key, self.graph, self.warm = key, None, 0
+        if self.graph is None:
+            if self.warm < GRAPH_WARMUP_STEPS:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self.step(self.idx, self.features, *key)
+                torch.cuda.current_stream().wait_stream(side)
+                self.warm += 1
+                return
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.step(self.idx, self.features, *key)
+        self.graph.replay()
+
+
+def _to_device(values, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``; to a GPU through pinned memory, so the copy does not wait for it."""
+    t = torch.as_tensor(values)
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _distributed() -> bool:
@@ -345,16 +456,6 @@ def _probe_information(module, X, study, sampler, weight, cfg) -> float:
                                0.0, cfg.noise_prior, cfg.library_prior, cfg.chunk_size)
     module.train()
     return float(terms.fisher_info)
-
-
-def _active_counts(module: MSSVAEModule, threshold: float = 0.5) -> dict:
-    """Number of mask columns with any |W_jk| > threshold, shared and summed over studies."""
-    with torch.no_grad():
-        active = (module.W.abs() > threshold).any(0)
-    return {
-        "active_shared": int(active[: module.n_shared].sum()),
-        "active_specific": int(active[module.n_shared:].sum()),
-    }
 
 
 @torch.no_grad()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Issue 9, goal 4 on a GPU machine: checks, a profile and the platelet-size timings in one go.
+#   OUT=/some/dir bash benchmarks/gpu_session.sh        (writes CSVs and logs under $OUT)
+# Runs from the repository root with src/ on PYTHONPATH (the machine has torch with CUDA; nothing
+# is installed).  Each part runs even if an earlier one fails.
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/mssvae-gpu}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,clocks.sm,memory.used,driver_version --format=csv
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+train_only=(--set kl_free=0.5 --set prune_masks=False --set merge_dependent=None --set min_anchors=0)
+ps=(python3 benchmarks/platelet_size.py --set "device='cuda'" --out "$OUT/platelet_size_cuda.csv")
+"${ps[@]}" --epochs 100 --subsample 0.05 "${train_only[@]}" | grep -E '"seconds_fit"'
+"${ps[@]}" --subsample 0.05 "${train_only[@]}" | grep -E '"seconds_fit"|consensus'
+python3 benchmarks/profile_fit.py --device cuda --epochs 6 --set feature_subsample=0.05 > "$OUT/profile_graphs.txt" 2>&1
+grep -E "profiled|per step" "$OUT/profile_graphs.txt"
+timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_cuda_graphs.py tests/test_precision.py \
+    tests/test_checkpoint.py tests/test_model.py > "$OUT/pytest_cuda.txt" 2>&1; tail -15 "$OUT/pytest_cuda.txt"
+# End to end with the defaults (two trainings, check, merge, anchors), then the full-cost reference (f = 1).
+for seed in ${SEEDS:-0}; do
+  "${ps[@]}" --seed "$seed" --subsample 0.05 | grep -E '"seconds_|consensus|n_shared_est'
+done
+for seed in ${FULL_SEEDS:-}; do
+  "${ps[@]}" --seed "$seed" --subsample 1.0 | grep -E '"seconds_|consensus|n_shared_est'
+done
