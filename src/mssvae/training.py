@@ -259,9 +259,12 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                          for _ in range(sampler.steps_per_epoch)]
                 subsets = _to_device(torch.stack(draws), device)
             key = (lambda0, kl_now, epoch < warm_epochs)
+            # During a KL ramp the weight changes every epoch, and a graph per epoch would cost more
+            # than it saves: those epochs run eagerly.
+            replay = runner is not None and kl_now == cfg.kl_weight
             for i in range(sampler.steps_per_epoch):
                 features = None if subsets is None else subsets[i]
-                if runner is not None:
+                if replay:
                     runner(key, batches[i], features)
                 else:
                     poison = cfg.fault_injection is not None and cfg.fault_injection(epoch, i)
@@ -396,10 +399,10 @@ class _GraphStep:
     A step launches about a thousand small kernels; at the platelet size most of them take a few
     microseconds on an H200, so launching them from Python sets the pace.  Replaying a captured
     graph launches them all at once.  A graph bakes in its Python constants, so one is captured
-    per (λ0, KL weight, tied noise) key: three or four per fit, since λ0 takes three values.  The
-    batch indices and feature subsets are copied into static buffers before each replay; the
-    calibrated prior weight, the history sums and the NaN flag are device tensors the step updates
-    in place.  Before each capture, GRAPH_WARMUP_STEPS real steps run eagerly on a side stream, as
+    per (λ0, KL weight, tied noise) key: three or four per fit, since λ0 takes three values (the
+    epochs of a KL ramp, whose weight changes every epoch, run eagerly).  The batch indices and
+    feature subsets are copied into static buffers before each replay; the calibrated prior weight,
+    the history sums and the NaN flag are device tensors the step updates in place.  Before each capture, GRAPH_WARMUP_STEPS real steps run eagerly on a side stream, as
     torch's recipe for whole-network capture asks.
     """
 
