@@ -33,7 +33,7 @@ def fitted_blocks(blocks):
     # Default prior weight ("auto").  With random_state=0 this toy shows a known failure mode
     # instead (s1's own factor absorbed into an extra shared column); seeds 1 and 2 recover it.
     # lr=0.01 (Table 2) rather than the default 0.003: this short fit (600 steps) needs the faster rate.
-    # On the CPU, as in CI: tests of this fit check exact repeats, and a GPU's bf16 arithmetic lands on
+    # On the CPU, as in CI: tests of this fit check exact repeats, and a GPU's arithmetic (fp32 too) lands on
     # another fit of this seed-fragile toy (the GPU path: test_cuda_graphs.py, benchmarks/probes/cuda_blocks.py).
     model = MSSVAE(n_shared=5, n_specific=2, max_epochs=150, batch_size=256, random_state=1, lr=0.01, device="cpu")
     return model.fit(X, study)
