@@ -402,8 +402,9 @@ class _GraphStep:
     per (λ0, KL weight, tied noise) key: three or four per fit, since λ0 takes three values (the
     epochs of a KL ramp, whose weight changes every epoch, run eagerly).  The batch indices and
     feature subsets are copied into static buffers before each replay; the calibrated prior weight,
-    the history sums and the NaN flag are device tensors the step updates in place.  Before each capture, GRAPH_WARMUP_STEPS real steps run eagerly on a side stream, as
-    torch's recipe for whole-network capture asks.
+    the history sums and the NaN flag are device tensors the step updates in place.  Before each
+    capture, GRAPH_WARMUP_STEPS real steps run eagerly on a side stream, as torch's recipe for
+    whole-network capture asks.
     """
 
     def __init__(self, step: Callable[..., None]):
