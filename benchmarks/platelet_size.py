@@ -31,6 +31,12 @@ from mssvae.simulate import simulate_rnaseq
 TABLE1 = (437, 61, 92, 299, 286, 288)
 
 
+def platelet_data(seed: int):
+    """The §4.2 simulation at the size of the §5 cohort (also used by profile_fit.py)."""
+    return simulate_rnaseq(n_samples=sum(TABLE1), n_features=5000, proportions=tuple(n / sum(TABLE1) for n in TABLE1),
+                           random_state=seed)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsample", type=float, default=1.0, help="feature_subsample of the fit")
@@ -43,8 +49,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    sim = simulate_rnaseq(n_samples=sum(TABLE1), n_features=5000, proportions=tuple(n / sum(TABLE1) for n in TABLE1),
-                          random_state=a.seed)
+    sim = platelet_data(a.seed)
     extra = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     settings = dict(dict(likelihood="nb", n_shared=50, n_specific=10, hidden=(256, 128), batch_size=512,
                          max_epochs=a.epochs, feature_subsample=a.subsample, random_state=a.seed), **extra)
