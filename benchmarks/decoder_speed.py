@@ -11,6 +11,8 @@ Issue 9, goals 1 and 2, measured in one run so that the ratios share the machine
    6·B·G·(K·H1 + H1·H2 + H2 + K) (multiply-add = 2, backward = 2 × forward).
 2. loop: the same function computed one feature at a time in Python, the way the single-study
    reference code decodes (`for j in range(G)`), forward + backward, timed on all G features.
+   With --studies M, also the step as training runs it on a batch sorted by study: each study's
+   first layer reads only its K_S + K_m columns (`decoder_output(..., blocks)`).
 
 Each timing is the median of --repeats runs after one warm-up.
 """
@@ -54,9 +56,9 @@ def gemm_peak(n: int, repeats: int, device: str = "cpu", dtype=torch.float32) ->
     return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
 
 
-def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None):
+def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, blocks=None):
     def total(z, V1, V2, b2, W, vh, vs, bias):
-        return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized).sum()
+        return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized, blocks).sum()
 
     def step():
         dec.zero_grad(set_to_none=True)
@@ -97,6 +99,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda: on cuda the step runs under bf16 autocast "
                    "(as training does) and the peak is the bf16 GEMM's")
     p.add_argument("--no-loop", action="store_true", help="skip the per-feature loop (chunk-size scans)")
+    p.add_argument("--studies", type=int, default=0,
+                   help="M > 1: also time training's grouped first layer, the batch split into M studies of "
+                   "--shared + (K - shared)/M columns each (as MSSVAEModule.decoder_blocks)")
+    p.add_argument("--shared", type=int, default=50, help="K_S, with --studies")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     if a.threads:
@@ -112,9 +118,21 @@ def main() -> None:
     z = torch.randn(B, K, device=dev)
     W = torch.randn(G, K, requires_grad=True, device=dev)
     flops = 6.0 * B * G * (K * H1 + H1 * H2 + H2 + K)
+    blocks = None
+    if a.studies > 1:   # z~ of a batch sorted by study: zero outside each sample's own columns
+        k_m = (K - a.shared) // a.studies
+        rows = [slice(s * B // a.studies, (s + 1) * B // a.studies) for s in range(a.studies)]
+        cols = [torch.cat([torch.arange(a.shared), torch.arange(a.shared + s * k_m, a.shared + (s + 1) * k_m)]).to(dev)
+                for s in range(a.studies)]
+        blocks = list(zip(rows, cols))
+        z = torch.zeros_like(z)
+        for r, c in blocks:
+            z[r, c] = torch.randn(r.stop - r.start, c.numel(), device=dev)
 
     peak = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)
     t_step = _median_time(decoder_step(dec, z, W, chunk, dtype if cuda else None), a.repeats)
+    t_grouped = float("nan") if blocks is None else _median_time(
+        decoder_step(dec, z, W, chunk, dtype if cuda else None, blocks), a.repeats)
     t_loop = float("nan") if a.no_loop else _median_time(loop_step(dec, z, W, dtype if cuda else None),
                                                             max(1, a.repeats - 2))
     peak_after = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)  # the machine's state may drift during the run
@@ -125,6 +143,8 @@ def main() -> None:
         gemm_peak_gflops=round(peak, 1), step_seconds=round(t_step, 3),
         step_gflops=round(flops / t_step / 1e9, 1), share_of_peak=round(flops / t_step / 1e9 / peak, 3),
         loop_step_seconds=round(t_loop, 3), speedup_vs_loop=round(t_loop / t_step, 1),
+        studies=a.studies, grouped_step_seconds=round(t_grouped, 3),
+        grouped_speedup_vs_loop=round(t_loop / t_grouped, 1), grouped_vs_plain=round(t_step / t_grouped, 2),
         device=torch.cuda.get_device_name(dev) if cuda else "cpu", dtype=str(dtype).replace("torch.", ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     )

@@ -201,7 +201,8 @@ def test_kl_above_the_free_nats_carries_the_extra_weight_and_below_it_only_eq_2_
 @pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
 def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_codes(likelihood):
     # Training passes each study's rows as slices (a batch sorted by study) so a GPU step needs no
-    # host sync; the objective must be the one computed from the codes.
+    # host sync, and the decoder's first layer then reads only each study's K_S + K_m columns; the
+    # objective must be the one computed from the codes with all K columns.
     m = make_module(likelihood).train()
     study = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
     groups = [slice(0, 3), slice(3, 5), slice(5, 8)]
@@ -217,7 +218,19 @@ def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_c
                           torch.tensor(2.0, dtype=torch.float64), *prior, groups=g)
         terms.loss.backward()
         out.append((terms.loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
-    assert out[0][0] == out[1][0]
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-12, atol=0)
     assert out[0][1].keys() == out[1][1].keys()
     for name in out[0][1]:   # a gather's and a slice's backward may add in another order
         torch.testing.assert_close(out[0][1][name], out[1][1][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_decoder_blocks_must_cover_the_batch_in_order():
+    m = make_module()
+    assert m.decoder_blocks(None, 8) is None
+    blocks = m.decoder_blocks([slice(0, 3), slice(3, 3), slice(3, 8)], 8)   # an empty study is skipped
+    assert [b[0] for b in blocks] == [slice(0, 3), slice(3, 8)]
+    assert blocks[1][1].tolist() == [0, 1]          # study 2 has no own factor: the shared columns only
+    with pytest.raises(ValueError, match="consecutive slices covering the 8 rows"):
+        m.decoder_blocks([slice(0, 3), slice(4, 6), slice(6, 8)], 8)
+    with pytest.raises(ValueError, match="consecutive slices"):
+        m.decoder_blocks([slice(0, 3), slice(3, 5), slice(5, 7)], 8)
