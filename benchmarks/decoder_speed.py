@@ -12,7 +12,7 @@ Issue 9, goals 1 and 2, measured in one run so that the ratios share the machine
 2. loop: the same function computed one feature at a time in Python, the way the single-study
    reference code decodes (`for j in range(G)`), forward + backward, timed on all G features.
    With --studies M, also the step as training runs it on a batch sorted by study: each study's
-   first layer reads only its K_S + K_m columns (`decoder_output(..., blocks)`).
+   first layer reads only its K_S + K_m columns (`decoder_output(..., grouped)`).
 
 Each timing is the median of --repeats runs after one warm-up.
 """
@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from mssvae.model import default_chunk_size
-from mssvae.module import MaskedDecoder, chunked_sum, decoder_output
+from mssvae.module import MaskedDecoder, MSSVAEModule, chunked_sum, decoder_output
 from mssvae.training import autocast
 
 
@@ -56,16 +56,20 @@ def gemm_peak(n: int, repeats: int, device: str = "cpu", dtype=torch.float32) ->
     return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
 
 
-def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, blocks=None):
-    def total(z, V1, V2, b2, W, vh, vs, bias):
-        return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized, blocks).sum()
+def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, grouped=None):
+    """``grouped = (module, study slices)``: the first layer as training runs it on a batch sorted by study."""
+    def total(z, V1, V2, b2, zg, W, vh, vs, bias):
+        return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized,
+                              None if grouped is None else (zg, grouped[0].study_columns)).sum()
 
     def step():
         dec.zero_grad(set_to_none=True)
         W.grad = None
         per_feature = [W, dec.v_hidden, dec.v_skip, dec.bias]
         with autocast(z.device, autocast_dtype):
-            chunked_sum(total, (z, *dec.weights()), per_feature, (0, 0, 0, 0), chunk).backward()
+            V1, V2, b2 = dec.weights()
+            zg, V1g = (z, V1) if grouped is None else grouped[0].grouped_latent(z, grouped[1])
+            chunked_sum(total, (z, V1g, V2, b2, zg), per_feature, (0, 0, 0, 0), chunk).backward()
     return step
 
 
@@ -101,7 +105,7 @@ def main() -> None:
     p.add_argument("--no-loop", action="store_true", help="skip the per-feature loop (chunk-size scans)")
     p.add_argument("--studies", type=int, default=0,
                    help="M > 1: also time training's grouped first layer, the batch split into M studies of "
-                   "--shared + (K - shared)/M columns each (as MSSVAEModule.decoder_blocks)")
+                   "--shared + (K - shared)/M columns each (as MSSVAEModule.grouped_latent)")
     p.add_argument("--shared", type=int, default=50, help="K_S, with --studies")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -117,22 +121,22 @@ def main() -> None:
     dec = MaskedDecoder(G, K, (H1, H2)).to(dev)
     z = torch.randn(B, K, device=dev)
     W = torch.randn(G, K, requires_grad=True, device=dev)
+    grouped = None
+    if a.studies > 1:   # z~ of a batch sorted by study (zero outside each sample's own columns), as training has
+        k_m, r = (K - a.shared) // a.studies, B // a.studies
+        module = MSSVAEModule(G, a.shared, [k_m] * a.studies, (H1, H2), "gaussian").to(dev)
+        module.decoder = dec
+        z = torch.zeros_like(z)[: r * a.studies]
+        for s, cols in enumerate(module.study_columns):
+            z[s * r:(s + 1) * r, cols] = torch.randn(r, cols.numel(), device=dev)
+        grouped = module, [slice(s * r, (s + 1) * r) for s in range(a.studies)]
+        B = r * a.studies   # both steps run on these rows
     flops = 6.0 * B * G * (K * H1 + H1 * H2 + H2 + K)
-    blocks = None
-    if a.studies > 1:   # z~ of a batch sorted by study: zero outside each sample's own columns
-        k_m = (K - a.shared) // a.studies
-        rows = [slice(s * B // a.studies, (s + 1) * B // a.studies) for s in range(a.studies)]
-        cols = [torch.cat([torch.arange(a.shared), torch.arange(a.shared + s * k_m, a.shared + (s + 1) * k_m)]).to(dev)
-                for s in range(a.studies)]
-        blocks = list(zip(rows, cols))
-        z = torch.zeros_like(z)
-        for r, c in blocks:
-            z[r, c] = torch.randn(r.stop - r.start, c.numel(), device=dev)
 
     peak = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)
     t_step = _median_time(decoder_step(dec, z, W, chunk, dtype if cuda else None), a.repeats)
-    t_grouped = float("nan") if blocks is None else _median_time(
-        decoder_step(dec, z, W, chunk, dtype if cuda else None, blocks), a.repeats)
+    t_grouped = float("nan") if grouped is None else _median_time(
+        decoder_step(dec, z, W, chunk, dtype if cuda else None, grouped), a.repeats)
     t_loop = float("nan") if a.no_loop else _median_time(loop_step(dec, z, W, dtype if cuda else None),
                                                             max(1, a.repeats - 2))
     peak_after = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)  # the machine's state may drift during the run
@@ -152,7 +156,9 @@ def main() -> None:
     print(df.T.to_string(header=False))
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(a.out, mode="a", header=not a.out.exists(), index=False)
+        if a.out.exists():   # earlier rows may lack the newer columns
+            df = pd.concat([pd.read_csv(a.out), df], ignore_index=True)
+        df.to_csv(a.out, index=False)
 
 
 if __name__ == "__main__":

@@ -198,15 +198,15 @@ def test_kl_above_the_free_nats_carries_the_extra_weight_and_below_it_only_eq_2_
     assert torch.all(kl.grad[:, 0] == 0) and torch.all(kl.grad[:, 1] > 0)
 
 
-@pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
-def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_codes(likelihood):
+@pytest.mark.parametrize("likelihood,normalize", [("gaussian", True), ("nb", True), ("nb", False)])
+def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_codes(likelihood, normalize):
     # Training passes each study's rows as slices (a batch sorted by study) so a GPU step needs no
     # host sync, and the decoder's first layer then reads only each study's K_S + K_m columns; the
     # objective must be the one computed from the codes with all K columns.
-    m = make_module(likelihood).train()
-    study = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
-    groups = [slice(0, 3), slice(3, 5), slice(5, 8)]
-    x = torch.rand(8, 7, dtype=torch.float64) * 5
+    m = make_module(likelihood, normalize).train()
+    study = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    groups = [slice(0, 3), slice(3, 6), slice(6, 9)]     # equal groups, as balanced batches have
+    x = torch.rand(9, 7, dtype=torch.float64) * 5
     if likelihood == "nb":
         x = x.round()
     prior = {"gaussian": ((2.0, 1.0), None), "nb": (None, (0.0, 1.0))}[likelihood]
@@ -214,7 +214,7 @@ def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_c
     for g in (None, groups):
         m.zero_grad()
         torch.manual_seed(1)
-        terms, _ = m.loss(x, study, torch.ones(8, dtype=torch.float64), 8, 10.0, 0.1, 1.0, 7.0,
+        terms, _ = m.loss(x, study, torch.ones(9, dtype=torch.float64), 9, 10.0, 0.1, 1.0, 7.0,
                           torch.tensor(2.0, dtype=torch.float64), *prior, groups=g)
         terms.loss.backward()
         out.append((terms.loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
@@ -224,13 +224,16 @@ def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_c
         torch.testing.assert_close(out[0][1][name], out[1][1][name], rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_decoder_blocks_must_cover_the_batch_in_order():
-    m = make_module()
-    assert m.decoder_blocks(None, 8) is None
-    blocks = m.decoder_blocks([slice(0, 3), slice(3, 3), slice(3, 8)], 8)   # an empty study is skipped
-    assert [b[0] for b in blocks] == [slice(0, 3), slice(3, 8)]
-    assert blocks[1][1].tolist() == [0, 1]          # study 2 has no own factor: the shared columns only
-    with pytest.raises(ValueError, match="consecutive slices covering the 8 rows"):
-        m.decoder_blocks([slice(0, 3), slice(4, 6), slice(6, 8)], 8)
+def test_grouped_first_layer_reads_each_study_s_columns_with_padding_from_another_block():
+    m = make_module()                         # K_S = 2, K_m = (2, 1, 0): columns 0-1 | 2-3 | 4 | -
+    assert m.study_columns.tolist() == [[0, 1, 2, 3], [0, 1, 4, 2], [0, 1, 2, 3]]
+    z = torch.randn(6, 5, dtype=torch.float64)
+    assert m.grouped_latent(z, None) is None
+    assert m.grouped_latent(z, [slice(0, 3), slice(3, 3), slice(3, 6)]) is None   # unequal groups: plain layout
+    zg, V1g = m.grouped_latent(z, [slice(0, 2), slice(2, 4), slice(4, 6)])
+    assert zg.shape == (3, 2, 4) and V1g.shape == (3, 4, 4)
+    torch.testing.assert_close(zg[1], z[2:4][:, [0, 1, 4, 2]])
+    with pytest.raises(ValueError, match="consecutive slices covering the 6 rows"):
+        m.grouped_latent(z, [slice(0, 2), slice(3, 4), slice(4, 6)])
     with pytest.raises(ValueError, match="consecutive slices"):
-        m.decoder_blocks([slice(0, 3), slice(3, 5), slice(5, 7)], 8)
+        m.grouped_latent(z, [slice(0, 2), slice(2, 4), slice(4, 5)])

@@ -120,32 +120,33 @@ def extra_kl(kl, mask, w, kl_weight: float, kl_free: float) -> torch.Tensor:
 
 
 def decoder_output(z, W, v_hidden, v_skip, bias, V1, V2, b2, normalized: bool,
-                   blocks: list[tuple[slice, torch.Tensor]] | None = None) -> torch.Tensor:
+                   grouped: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """f_θ(W_j ⊙ z~_i) of Appendix B.1 for a block of g features: (B, K), (g, K), … → (B, g).
 
     The B·g masked inputs c_ij = W_j ⊙ z_i go through V1 and V2 as two (B·g)-row matrix products,
     the layout that keeps a CPU near its GEMM peak (a batch of B small (g, K) @ (K, H1) products
     ran at a fifth of it: benchmarks/decoder_speed.py).
 
-    ``blocks`` (optional): for a batch sorted by study, each study's rows (consecutive slices that
-    cover the batch, in order) and its latent columns (shared + its own, a long tensor).  A sample's
-    z~ is zero outside those columns, so its first layer needs only them: K_S + K_m inputs instead
-    of K (60 of 110 at the platelet size), the same values up to float rounding.
+    ``grouped = (zg, cols)`` (optional), for a batch sorted by study into M groups of r rows: a
+    sample's z~ is zero outside its own columns (shared + its study's), so its first layer needs only
+    those: cols (M, Kg) holds each study's Kg = K_S + max K_m columns, zg (M, r, Kg) those columns of
+    z, and V1 is then given as V1ᵀ[cols] (M, Kg, H1).  One batched product over the studies replaces
+    the (B·g, K) one: 60 of 110 inputs at the platelet size, the same values up to float rounding
+    (:meth:`MSSVAEModule.grouped_latent` builds the inputs).
     """
-    if normalized:
-        V1 = V1 / V1.norm(dim=0, keepdim=True).clamp_min(1e-8)
+    if normalized:   # V1's columns at unit norm: in the grouped layout a column is a row of V1ᵀ[cols]
+        V1 = V1 / V1.norm(dim=0 if grouped is None else -1, keepdim=True).clamp_min(1e-8)
         V2 = V2 / V2.norm(dim=1, keepdim=True).clamp_min(1e-8)
         norm = torch.sqrt((v_hidden**2).sum(1, keepdim=True) + (v_skip**2).sum(1, keepdim=True)).clamp_min(1e-8)
         v_hidden, v_skip = v_hidden / norm, v_skip / norm
     B, (g, K) = z.shape[0], W.shape
-    if blocks is None:
+    if grouped is None:
         h = (z.unsqueeze(1) * W.unsqueeze(0)).reshape(B * g, K) @ V1.t()
     else:
-        parts = []
-        for rows, cols in blocks:
-            c = z[rows].index_select(1, cols).unsqueeze(1) * W.index_select(1, cols).unsqueeze(0)
-            parts.append(c.reshape(-1, cols.numel()) @ V1.index_select(1, cols).t())
-        h = torch.cat(parts)
+        zg, cols = grouped
+        M, r, Kg = zg.shape
+        c = zg.unsqueeze(2) * W[:, cols].permute(1, 0, 2).unsqueeze(1)      # (M, r, g, Kg)
+        h = torch.bmm(c.reshape(M, r * g, Kg), V1).reshape(B * g, -1)
     h = F.relu(h)
     h = F.relu(torch.addmm(b2, h, V2.t())).view(B, g, -1)
     return (h * v_hidden).sum(-1) + z @ (v_skip * W).t() + bias
@@ -246,11 +247,18 @@ class MSSVAEModule(nn.Module):
         for k in n_specific:
             offsets.append(offsets[-1] + k)
         self.block_starts = offsets[:-1]  # start column of each study's block in W / z~
-        # Each study's latent columns (shared + its own), for the decoder's grouped first layer.
+        # Each study's latent columns for the decoder's grouped first layer: the shared ones, its own,
+        # and as padding up to the largest study's count, columns of another study's block (z~ is
+        # exactly zero there for this study's samples, so they add nothing and get no gradient).
         self._grouped = len(n_specific) > 1 and sum(n_specific) > 0
+        widest = max(range(len(n_specific)), key=lambda t: n_specific[t]) if n_specific else 0
+        cols = []
         for s, (start, k) in enumerate(zip(self.block_starts, n_specific)):
-            cols = torch.cat([torch.arange(n_shared), torch.arange(start, start + k)])
-            self.register_buffer(f"study_columns_{s}", cols, persistent=False)
+            pad = max(n_specific) - k
+            cols.append(list(range(n_shared)) + list(range(start, start + k))
+                        + list(range(self.block_starts[widest], self.block_starts[widest] + pad)))
+        self.register_buffer("study_columns", torch.tensor(cols, dtype=torch.long).reshape(len(cols), -1),
+                             persistent=False)
 
         self.W = nn.Parameter(torch.ones(n_features, self.n_latent))  # Appendix C.2.2: W = 1
         self.register_buffer("eta", torch.full((self.n_latent,), 0.5))
@@ -310,19 +318,26 @@ class MSSVAEModule(nn.Module):
             mask[study == s if groups is None else groups[s], start:start + k] = 1.0
         return mask
 
-    def decoder_blocks(self, groups: list[slice] | None, n_rows: int):
-        """(rows, columns) of each study for :func:`decoder_output`, or None when grouping saves nothing.
+    def grouped_latent(self, z: torch.Tensor, groups: list[slice] | None):
+        """(zg, V1ᵀ[cols]) for :func:`decoder_output`'s grouped first layer, or None to use all K columns.
 
-        ``groups`` must be consecutive slices covering the ``n_rows`` rows of the batch in order (a
-        Python check: nothing is read from the device).
+        ``groups`` must be consecutive slices covering z's rows in order (a Python check: nothing is
+        read from the device).  The grouped layout needs every study to have the same number of
+        rows, as training's balanced batches do; other batches use the plain layout.
         """
-        if groups is None or not self._grouped:
+        if groups is None:
             return None
         spans = [(g.start, g.stop) for g in groups]
+        B = z.shape[0]
         if any(a > b for a, b in spans) or [a for a, _ in spans] != [0] + [b for _, b in spans[:-1]] \
-                or spans[-1][1] != n_rows:
-            raise ValueError(f"groups must be consecutive slices covering the {n_rows} rows of the batch; got {groups}")
-        return [(g, getattr(self, f"study_columns_{s}")) for s, g in enumerate(groups) if g.stop > g.start]
+                or spans[-1][1] != B:
+            raise ValueError(f"groups must be consecutive slices covering the {B} rows of the batch; got {groups}")
+        r = spans[0][1] - spans[0][0]
+        if not self._grouped or r == 0 or any(b - a != r for a, b in spans):
+            return None
+        M, Kg = self.study_columns.shape
+        zg = z.view(M, r, -1).gather(2, self.study_columns.unsqueeze(1).expand(M, r, Kg))
+        return zg, self.decoder.V1.weight.t()[self.study_columns]
 
     def encode_library(self, x: torch.Tensor):
         m, v = self.encoder_library(self.encoder_input(x))
@@ -397,8 +412,15 @@ class MSSVAEModule(nn.Module):
 
         w = sample_weight
         dec = self.decoder
-        blocks = self.decoder_blocks(groups, x.shape[0])
-        shared = (z, *dec.weights(), w)
+        grouped = self.grouped_latent(z, groups)
+        cols = self.study_columns
+        # zg is a chunked_sum input so its gradient reaches z; without grouping z stands in, unused.
+        V1, V2, b2 = dec.weights()
+        shared = (z, V1, V2, b2, w, z) if grouped is None else (z, grouped[1], V2, b2, w, grouped[0])
+
+        def decode(z, V1, V2, b2, zg, W, vh, vs, bias):
+            return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized,
+                                  None if grouped is None else (zg, cols))
         noise = self.log_var if self.likelihood == "gaussian" else self.log_phi
         if tie_noise:
             noise = noise.mean().expand_as(noise)
@@ -412,8 +434,8 @@ class MSSVAEModule(nn.Module):
             prior_row_weight = rows if prior_row_weight is None else rows * prior_row_weight
         kl_library = torch.zeros_like(kl_shared)
         if self.likelihood == "gaussian":
-            def weighted_log_lik(z, V1, V2, b2, w, x, W, vh, vs, bias, log_var):
-                f = decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized, blocks)
+            def weighted_log_lik(z, V1, V2, b2, w, zg, x, W, vh, vs, bias, log_var):
+                f = decode(z, V1, V2, b2, zg, W, vh, vs, bias)
                 return (w * lk.gaussian_log_lik(x, f, log_var).sum(-1)).sum()
 
             log_lik = chunked_sum(weighted_log_lik, shared, per_feature, (1, 0, 0, 0, 0, 0), chunk_size)
@@ -427,8 +449,8 @@ class MSSVAEModule(nn.Module):
             log_prior_noise = x.new_zeros(())
             info_parts = []   # (g,) Fisher information of each chunk's features, a side output
 
-            def weighted_log_lik(z, V1, V2, b2, w, log_l, x, W, vh, vs, bias, log_phi):
-                f = F.softplus(decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized, blocks))
+            def weighted_log_lik(z, V1, V2, b2, w, zg, log_l, x, W, vh, vs, bias, log_phi):
+                f = F.softplus(decode(z, V1, V2, b2, zg, W, vh, vs, bias))
                 mu = torch.exp(log_l).unsqueeze(-1) * f
                 phi = torch.exp(log_phi)
                 with torch.no_grad():
