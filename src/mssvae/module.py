@@ -253,7 +253,7 @@ class MSSVAEModule(nn.Module):
         self._grouped = len(n_specific) > 1 and sum(n_specific) > 0
         widest = max(range(len(n_specific)), key=lambda t: n_specific[t]) if n_specific else 0
         cols = []
-        for s, (start, k) in enumerate(zip(self.block_starts, n_specific)):
+        for start, k in zip(self.block_starts, n_specific):
             pad = max(n_specific) - k
             cols.append(list(range(n_shared)) + list(range(start, start + k))
                         + list(range(self.block_starts[widest], self.block_starts[widest] + pad)))
