@@ -198,15 +198,20 @@ def test_kl_above_the_free_nats_carries_the_extra_weight_and_below_it_only_eq_2_
     assert torch.all(kl.grad[:, 0] == 0) and torch.all(kl.grad[:, 1] > 0)
 
 
-@pytest.mark.parametrize("likelihood,normalize", [("gaussian", True), ("nb", True), ("nb", False)])
-def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_codes(likelihood, normalize):
+@pytest.mark.parametrize("likelihood,normalize,sizes", [
+    ("gaussian", True, (3, 3, 3)), ("nb", True, (3, 3, 3)), ("nb", False, (3, 3, 3)),   # grouped first layer
+    ("gaussian", True, (3, 2, 3)), ("nb", True, (3, 2, 3)),                              # unequal: plain layout
+])
+def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_codes(likelihood, normalize, sizes):
     # Training passes each study's rows as slices (a batch sorted by study) so a GPU step needs no
-    # host sync, and the decoder's first layer then reads only each study's K_S + K_m columns; the
-    # objective must be the one computed from the codes with all K columns.
+    # host sync, and with equal groups (balanced batches) the decoder's first layer then reads only
+    # each study's K_S + K_m columns; the objective must be the one computed from the codes.
     m = make_module(likelihood, normalize).train()
-    study = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
-    groups = [slice(0, 3), slice(3, 6), slice(6, 9)]     # equal groups, as balanced batches have
-    x = torch.rand(9, 7, dtype=torch.float64) * 5
+    study = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    ends = torch.tensor(sizes).cumsum(0).tolist()
+    groups = [slice(e - n, e) for n, e in zip(sizes, ends)]
+    n = len(study)
+    x = torch.rand(n, 7, dtype=torch.float64) * 5
     if likelihood == "nb":
         x = x.round()
     prior = {"gaussian": ((2.0, 1.0), None), "nb": (None, (0.0, 1.0))}[likelihood]
@@ -214,7 +219,7 @@ def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_c
     for g in (None, groups):
         m.zero_grad()
         torch.manual_seed(1)
-        terms, _ = m.loss(x, study, torch.ones(9, dtype=torch.float64), 9, 10.0, 0.1, 1.0, 7.0,
+        terms, _ = m.loss(x, study, torch.ones(n, dtype=torch.float64), n, 10.0, 0.1, 1.0, 7.0,
                           torch.tensor(2.0, dtype=torch.float64), *prior, groups=g)
         terms.loss.backward()
         out.append((terms.loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
