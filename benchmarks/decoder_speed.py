@@ -13,6 +13,10 @@ Issue 9, goals 1 and 2, measured in one run so that the ratios share the machine
    reference code decodes (`for j in range(G)`), forward + backward, timed on all G features.
    With --studies M, also the step as training runs it on a batch sorted by study: each study's
    first layer reads only its K_S + K_m columns (`decoder_output(..., grouped)`).
+   With --subsample F, also the step of a `feature_subsample=F` fit: a new random ceil(F·G) of the
+   features per step (their rows of W and of the per-feature weights gathered inside the timed
+   step), grouped when --studies is given.  That is per step, so per epoch, the decoder work of
+   training against the loop's all-G decoding: an algorithmic saving, not the same arithmetic.
 
 Each timing is the median of --repeats runs after one warm-up.
 """
@@ -20,6 +24,7 @@ Each timing is the median of --repeats runs after one warm-up.
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import statistics
 import time
@@ -56,8 +61,11 @@ def gemm_peak(n: int, repeats: int, device: str = "cpu", dtype=torch.float32) ->
     return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
 
 
-def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, grouped=None):
-    """``grouped = (module, study slices)``: the first layer as training runs it on a batch sorted by study."""
+def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, grouped=None, n_subsample=None):
+    """``grouped = (module, study slices)``: the first layer as training runs it on a batch sorted by study.
+
+    ``n_subsample``: each step decodes a new random subset of that many features (`feature_subsample`).
+    """
     def total(z, V1, V2, b2, zg, W, vh, vs, bias):
         return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized,
                               None if grouped is None else (zg, grouped[0].study_columns)).sum()
@@ -66,6 +74,9 @@ def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, grouped=N
         dec.zero_grad(set_to_none=True)
         W.grad = None
         per_feature = [W, dec.v_hidden, dec.v_skip, dec.bias]
+        if n_subsample is not None:   # as training: sorted indices, the gathers' backward is a scatter
+            features = torch.randperm(W.shape[0], device=W.device)[:n_subsample].sort().values
+            per_feature = [t[features] for t in per_feature]
         with autocast(z.device, autocast_dtype):
             V1, V2, b2 = dec.weights()
             zg, V1g = (z, V1) if grouped is None else grouped[0].grouped_latent(z, grouped[1])
@@ -107,6 +118,8 @@ def main() -> None:
                    help="M > 1: also time training's grouped first layer, the batch split into M studies of "
                    "--shared + (K - shared)/M columns each (as MSSVAEModule.grouped_latent)")
     p.add_argument("--shared", type=int, default=50, help="K_S, with --studies")
+    p.add_argument("--subsample", type=float, default=None,
+                   help="F < 1: also time the step of feature_subsample=F (grouped with --studies)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     if a.threads:
@@ -139,6 +152,9 @@ def main() -> None:
         decoder_step(dec, z, W, chunk, dtype if cuda else None, grouped), a.repeats)
     t_loop = float("nan") if a.no_loop else _median_time(loop_step(dec, z, W, dtype if cuda else None),
                                                             max(1, a.repeats - 2))
+    n_sub = None if a.subsample is None else math.ceil(a.subsample * G)
+    t_sub = float("nan") if n_sub is None else _median_time(
+        decoder_step(dec, z, W, chunk, dtype if cuda else None, grouped, n_sub), a.repeats)
     peak_after = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)  # the machine's state may drift during the run
     peak = max(peak, peak_after)
     row = dict(
@@ -149,6 +165,8 @@ def main() -> None:
         loop_step_seconds=round(t_loop, 3), speedup_vs_loop=round(t_loop / t_step, 1),
         studies=a.studies, grouped_step_seconds=round(t_grouped, 3),
         grouped_speedup_vs_loop=round(t_loop / t_grouped, 1), grouped_vs_plain=round(t_step / t_grouped, 2),
+        subsample=a.subsample, subsampled_step_seconds=round(t_sub, 3),
+        subsampled_speedup_vs_loop=round(t_loop / t_sub, 1),
         device=torch.cuda.get_device_name(dev) if cuda else "cpu", dtype=str(dtype).replace("torch.", ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     )

@@ -4,7 +4,7 @@
     python benchmarks/probes/session11_cpu_identical.py old.npz           # in the old one (git stash)
     python benchmarks/probes/session11_cpu_identical.py --compare new.npz old.npz
 
-Session 11 ran it around the sync-free training step (README, "On a GPU"): an NB fit with
+Session 11 ran it around the sync-free training step (docs/performance.md, "On a GPU"): an NB fit with
 feature_subsample=0.5 and a Gaussian fit, 1 thread; W and every number of the history were equal.
 """
 
