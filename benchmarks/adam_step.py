@@ -17,8 +17,8 @@ import platform
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
+from decoder_speed import append_row  # the script's folder is on sys.path
 
 from mssvae.module import MSSVAEModule
 
@@ -53,13 +53,7 @@ def main() -> None:
                **{f"{k}_ms": round(v * 1e3, 2) for k, v in best.items()},
                fused_speedup=round(best["per-tensor"] / best["fused"], 1),
                machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    df = pd.DataFrame([row])
-    print(df.T.to_string(header=False))
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        if a.out.exists():
-            df = pd.concat([pd.read_csv(a.out), df], ignore_index=True)
-        df.to_csv(a.out, index=False)
+    append_row(row, a.out)
 
 
 if __name__ == "__main__":

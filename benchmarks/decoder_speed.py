@@ -170,13 +170,18 @@ def main() -> None:
         device=torch.cuda.get_device_name(dev) if cuda else "cpu", dtype=str(dtype).replace("torch.", ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     )
+    append_row(row, a.out)
+
+
+def append_row(row: dict, out: Path | None) -> None:
+    """Print one result row and append it to ``out`` (also used by adam_step.py)."""
     df = pd.DataFrame([row])
     print(df.T.to_string(header=False))
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        if a.out.exists():   # earlier rows may lack the newer columns
-            df = pd.concat([pd.read_csv(a.out), df], ignore_index=True)
-        df.to_csv(a.out, index=False)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():   # earlier rows may lack the newer columns
+            df = pd.concat([pd.read_csv(out), df], ignore_index=True)
+        df.to_csv(out, index=False)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def test_study_slices_give_the_same_loss_and_gradients_as_looking_up_the_study_c
         terms, _ = m.loss(x, study, torch.ones(n, dtype=torch.float64), n, 10.0, 0.1, 1.0, 7.0,
                           torch.tensor(2.0, dtype=torch.float64), *prior, groups=g)
         terms.loss.backward()
-        out.append((terms.loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+        out.append((terms.loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}))
     torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-12, atol=0)
     assert out[0][1].keys() == out[1][1].keys()
     for name in out[0][1]:   # a gather's and a slice's backward may add in another order
