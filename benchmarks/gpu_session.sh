@@ -22,3 +22,12 @@ done
 for seed in ${FULL_SEEDS:-}; do
   "${ps[@]}" --seed "$seed" --subsample 1.0 | grep -E '"seconds_|consensus|n_shared_est'
 done
+# Goal 3's comparison over seeds: the batch-128 CPU recipe (f = 0.1) and the same fit at full cost
+# (f = 1), which takes ~80 min a seed on a 2-core CPU.  MATCHED_SEEDS="0 1 2 3 4" to run it.
+recipe=(--set kl_free=0.5 --set "hidden=(64,64)" --set batch_size=128)
+for seed in ${MATCHED_SEEDS:-}; do
+  for f in 0.1 1.0; do
+    python3 benchmarks/platelet_size.py --set "device='cuda'" --out "$OUT/platelet_size_matched_cuda.csv" \
+      --seed "$seed" --subsample "$f" "${recipe[@]}" | grep -E '"seconds_fit"|consensus|n_shared_est'
+  done
+done

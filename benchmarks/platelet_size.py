@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another MSSVAE setting")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--save", type=Path, default=None, help="also save the fitted model here (MSSVAE.save)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -56,6 +57,8 @@ def main() -> None:
     t1 = time.perf_counter()
     model = MSSVAE(**settings).fit(sim.X, sim.study)
     t2 = time.perf_counter()
+    if a.save:
+        model.save(a.save, overwrite=True)
     scores = evaluate_simulation(sim, model.W_shared_, model.W_specific_, max_density=0.25)
     t3 = time.perf_counter()
     row = dict(settings=json.dumps(settings), seconds_total=round(t3 - t0, 1), seconds_fit=round(t2 - t1, 1),

@@ -1,0 +1,61 @@
+"""Where a platelet-size fit loses shared consensus: each true shared factor against the estimate.
+
+    python benchmarks/platelet_size.py --seed 4 --subsample 0.1 --threads 2 --set kl_free=0.5 \
+        --set "hidden=(64,64)" --set batch_size=128 --save /tmp/fit_s4
+    python benchmarks/probes/shared_misses.py /tmp/fit_s4 --seed 4
+
+For each true shared support (|W| > 0.5, as the §4.2 scores read it): its size, the estimated
+shared column with the best Jaccard and that Jaccard, the Hungarian match's Jaccard, and the best
+Jaccard among every study's specific columns (a shared program fitted as specific ones).  Then each
+estimated shared column that matches no true one well (a split, a union, or noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from platelet_size import platelet_data  # noqa: E402
+
+from mssvae import MSSVAE  # noqa: E402
+from mssvae.metrics import active_columns, jaccard_matrix, support  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path)
+    p.add_argument("--seed", type=int, required=True, help="the simulation seed the model was fitted on")
+    a = p.parse_args()
+    sim = platelet_data(a.seed)
+    model = MSSVAE.load(a.model)
+    T = support(sim.W_shared)
+    S = support(model.W_shared_)
+    keep = active_columns(S, max_density=0.25)
+    S = S[:, keep]
+    J = jaccard_matrix(T, S)
+    rows, cols = linear_sum_assignment(J, maximize=True)
+    match = dict(zip(rows, cols))
+    spec = np.concatenate([support(w) for w in model.W_specific_.values()], axis=1)
+    Jspec = jaccard_matrix(T, spec) if spec.shape[1] else np.zeros((T.shape[1], 1))
+    print(f"true shared {T.shape[1]}, estimated active shared {S.shape[1]} (columns {keep.tolist()})")
+    print("true  size  best_est  J_best  J_matched  best_specific_J  overlap_of_true_in_est_union")
+    union = S.any(1)
+    for k in range(T.shape[1]):
+        b = int(J[k].argmax()) if S.shape[1] else -1
+        jm = J[k, match[k]] if k in match else 0.0
+        print(f"{k:4d} {T[:, k].sum():5d} {keep[b] if b >= 0 else -1:9d} {J[k].max() if S.shape[1] else 0:7.3f}"
+              f" {jm:10.3f} {Jspec[k].max():16.3f} {(T[:, k] & union).sum() / T[:, k].sum():10.3f}")
+    print("estimated shared columns: size, best true, J, share of the column inside that true support")
+    for j in range(S.shape[1]):
+        t = int(J[:, j].argmax())
+        inside = (S[:, j] & T[:, t]).sum() / max(S[:, j].sum(), 1)
+        print(f"{keep[j]:4d} {S[:, j].sum():5d} {t:4d} {J[t, j]:6.3f} {inside:6.3f}")
+
+
+if __name__ == "__main__":
+    main()
