@@ -30,7 +30,7 @@ ARGUMENTS = (
     "lr", "lr_W", "lambda1", "lambda0", "anneal_fractions", "a", "b", "prior_weight", "prior_scale",
     "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "kl_warmup",
     "kl_free", "merge_dependent", "prune_masks",
-    "dispersion_init", "dispersion_warmup", "min_anchors", "device",
+    "dispersion_init", "dispersion_warmup", "min_anchors", "n_init", "device",
     "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every",
 )
 # A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
@@ -252,6 +252,7 @@ CASES = [
          "`dispersion_warmup` must be 'auto' or a share in [0, 1]; got 'yes'"),
     case("min_anchors-negative", lambda: fit(min_anchors=-1), ValueError,
          "`min_anchors` must be non-negative; got -1"),
+    case("n_init-zero", lambda: fit(n_init=0), ValueError, "`n_init` must be positive; got 0"),
     case("prune_masks-text", lambda: fit(prune_masks="no"), TypeError,
          "`prune_masks` must be True or False; got 'no'"),
     case("normalize_decoder-text", lambda: fit(normalize_decoder="no"), TypeError,
@@ -613,6 +614,7 @@ GOOD_AND_BAD = {
     "dispersion_init": ["auto", "moments", 50.0, 0, -1.0, "x"],
     "dispersion_warmup": ["auto", 0, 0.3, 1.0, -0.1, 1.5, "yes"],
     "min_anchors": [0, 2, 3, -1, 1.5, "2"],
+    "n_init": [1, 2, 0, 1.0],
     "prune_masks": [True, False, "no", 1],
     "precision": ["auto", "fp32", "bf16", "fp16", None],
 }

@@ -215,11 +215,12 @@ def test_an_interrupted_candidate_is_kept_and_the_others_are_not_trained(monkeyp
     calls = []
     train_once = MSSVAE._train_once
 
-    def interrupted(self, s, kl_free, *args):   # as after Ctrl-C in the first candidate's training
+    def interrupted(self, s, seed, kl_free, *args):   # as after Ctrl-C in the first candidate's training
         calls.append(kl_free)
-        return dict(train_once(self, s, kl_free, *args), converged_=False)
+        return dict(train_once(self, s, seed, kl_free, *args), converged_=False)
 
     monkeypatch.setattr(MSSVAE, "_train_once", interrupted)
-    model = MSSVAE(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=2, batch_size=32)
+    model = MSSVAE(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=2, batch_size=32, n_init=2)
     model.fit(sim.X, sim.study)
     assert calls == [0.5] and model.kl_free_ == 0.5 and not model.converged_ and model.candidate_scores_ == {}
+    assert np.isnan(model.init_scores_).all() and model.init_seed_ == 0   # the second restart never ran

@@ -121,6 +121,9 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     seen.clear()
     run("fit", csv_file, "--merge-dependent", "0.7", "-o", tmp_path / "out")
     assert seen["merge_dependent"] == 0.7
+    seen.clear()
+    run("fit", csv_file, "--n-init", "3", "-o", tmp_path / "out")
+    assert seen["n_init"] == 3
 
 
 def _bad_inputs(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from mssvae import MSSVAE
 from mssvae.likelihoods import nb_inverse_dispersion_init
 from mssvae.metrics import jaccard_matrix, support
+from mssvae.model import restart_seeds
 from mssvae.simulate import simulate_rnaseq
 
 
@@ -166,3 +167,26 @@ def test_kl_free_candidates_keep_the_fit_with_the_higher_eq24_bound(tmp_path):
     both.save(tmp_path / "fit")
     again = MSSVAE.load(tmp_path / "fit")
     assert again.kl_free_ == both.kl_free_ and again.candidate_scores_ == pytest.approx(both.candidate_scores_)
+
+
+def test_restarts_keep_the_seed_with_the_highest_eq24_bound(tmp_path):
+    # n_init: one training per seed (restart 0 is random_state itself), the highest bound is kept,
+    # as MOFA+ users pick among seeds; the fit kept is the one its seed trains alone.
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32, kl_free=0.5,
+              random_state=3)
+    best = MSSVAE(n_init=3, **kw).fit(sim.X, sim.study)
+    seeds = restart_seeds(3, 3)
+    assert seeds[0] == 3 and len(set(seeds)) == 3
+    alone = {s: MSSVAE(**dict(kw, random_state=s)).fit(sim.X, sim.study) for s in seeds}
+    # score() draws its Monte Carlo noise from random_state, so every restart is scored with the seed 3 draws
+    scores = [m.set_params(random_state=3).score(sim.X, sim.study) for m in alone.values()]
+    assert len(set(np.round(scores, 4))) == 3   # the seeds give different fits, so the choice matters
+    np.testing.assert_allclose(best.init_scores_, scores, rtol=1e-6)
+    assert best.init_seed_ == seeds[int(np.argmax(scores))]
+    np.testing.assert_array_equal(best.W_shared_, alone[best.init_seed_].W_shared_)
+    assert MSSVAE(**kw).fit(sim.X, sim.study).init_scores_.size == 0   # one fit: nothing compared
+    best.save(tmp_path / "best")
+    again = MSSVAE.load(tmp_path / "best")
+    np.testing.assert_array_equal(again.init_scores_, best.init_scores_)
+    assert again.init_seed_ == best.init_seed_

@@ -92,6 +92,7 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "kl_free": float("nan") if getattr(model, "kl_free_", None) is None else float(model.kl_free_),
         # Keys as text: h5ad stores string-keyed mappings.
         "candidate_scores": {f"{k:g}": float(v) for k, v in getattr(model, "candidate_scores_", {}).items()},
+        "init_scores": np.asarray(getattr(model, "init_scores_", []), dtype=float),
         "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},
         "device": model.device_,
         "converged": bool(model.converged_),

@@ -99,6 +99,14 @@ DEFAULTS = {
 }
 
 
+def restart_seeds(random_state: int, n_init: int) -> list[int]:
+    """The seed of each of ``n_init`` restarts: ``random_state`` first (so one restart is the plain
+    fit), then independent streams from ``SeedSequence([random_state, r])`` (non-negative seeds only)."""
+    base = random_state % 2**64   # SeedSequence takes non-negative entropy; the first seed stays as given
+    return [random_state] + [int(np.random.SeedSequence([base, r]).generate_state(1, np.uint64)[0] >> 1)
+                             for r in range(1, n_init)]
+
+
 def _kl_free_candidates(value, likelihood: str, kl_weight: float) -> tuple[float, ...]:
     """The kl_free value of each fit to try, in order (``kl_free``: "auto", a number or a sequence).
 
@@ -197,6 +205,14 @@ class MSSVAE(BaseEstimator):
         (0 switched true factors off at N = 600, 0.5 left rotated mixtures at N = 285 with 7
         groups), and in each case the bound preferred the better fit (README, item 18).  With
         ``kl_weight=1`` there is nothing for kl_free to act on, and only the first value is fitted.
+    n_init : int
+        Trainings from different seeds; the one with the highest Eq. 2.4 bound (:meth:`score` on the
+        training data) is kept, as with several ``kl_free`` values (each restart fits each of them)
+        and as MOFA+ users choose among seeds.  Restart 0 uses ``random_state`` itself, so
+        ``n_init=1`` (default) is the single fit; restart r > 0 uses a seed drawn from
+        ``SeedSequence([random_state, r])``.  The fit is nonconvex: on the platelet-size simulation a
+        seed can leave three true factors mixed over four columns (README, "Performance").
+        ``init_scores_`` records each restart's bound.  Costs n_init trainings.
     feature_subsample : float
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
         subset every step, each per-feature term (likelihood, mask-prior row, noise prior) scaled
@@ -275,7 +291,10 @@ class MSSVAE(BaseEstimator):
     redundant_factors_ : list of factor names set aside by ``min_anchors``;  redundant_columns_ : their indices
     pruned_entries_ : int, mask entries set to 0 by ``prune_masks``
     kl_free_ : float, the ``kl_free`` of the fit kept;  candidate_scores_ : dict {kl_free: Eq. 2.4 per
-        sample on the training data} when several were fitted, else empty
+        sample on the training data} when several were fitted, else empty (for the restart kept)
+    init_scores_ : ndarray (n_init,), Eq. 2.4 per sample of each restart's kept fit (NaN for a restart
+        not run after an interruption; empty when ``n_init=1`` and one ``kl_free``: nothing was compared)
+    init_seed_ : int, the seed of the fit kept (``MSSVAE(random_state=init_seed_)`` trains it alone)
     factor_kl_ : ndarray (K_S + Σ K_m,), mean KL of each factor's posterior from its prior, in
         nats, over the samples that own it; ≈ 0 for factors the model does not use
     prior_weight_ : float, the prior weight at the last step;  device_ : str;  converged_ : bool
@@ -286,7 +305,7 @@ class MSSVAE(BaseEstimator):
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free="auto",
-                 feature_subsample=1.0, normalize_decoder=None,
+                 n_init=1, feature_subsample=1.0, normalize_decoder=None,
                  merge_dependent="auto", prune_masks=True, min_anchors=MIN_ANCHORS, dispersion_init="auto",
                  dispersion_warmup="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
@@ -311,6 +330,7 @@ class MSSVAE(BaseEstimator):
         self.kl_weight = kl_weight
         self.kl_warmup = kl_warmup
         self.kl_free = kl_free
+        self.n_init = n_init
         self.normalize_decoder = normalize_decoder
         self.merge_dependent = merge_dependent
         self.prune_masks = prune_masks
@@ -357,6 +377,7 @@ class MSSVAE(BaseEstimator):
         ramp = _auto(self.kl_warmup, "kl_warmup", annealing, "a share in [0, 1]")
         s["kl_warmup"] = val.check_fraction(ramp, "kl_warmup", allow_zero=True, of="the epochs")
         s["kl_free"] = _kl_free_candidates(self.kl_free, likelihood, s["kl_weight"])
+        s["n_init"] = val.check_positive_int(self.n_init, "n_init")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
         merge = self.merge_dependent
         if isinstance(merge, str) and merge == "auto":
@@ -468,25 +489,36 @@ class MSSVAE(BaseEstimator):
         st = torch.as_tensor(codes, device=device)
         if checkpoint_dir is not None and _rank() is not None:
             raise ValueError("`checkpoint_dir` is not supported in data-parallel (torch.distributed) fits")
-        candidates = s["kl_free"]
-        self.candidate_scores_ = {}
-        best = None
-        for kl_free in candidates:
-            # Each candidate starts from the same seed: the same initial parameters and batches, so
-            # the two fits differ only in kl_free (README, "Counts (NB)", item 18).
-            folder = checkpoint_dir
-            if checkpoint_dir is not None and len(candidates) > 1:
-                folder = Path(checkpoint_dir) / f"kl_free={kl_free:g}"
-            fitted = self._train_once(s, kl_free, X, codes, Xt, st, device, folder, checkpoint_every)
-            if not fitted["converged_"]:   # interrupted (Ctrl-C): stop here, keep this fit as it is
-                best = fitted
+        candidates, n_init = s["kl_free"], s["n_init"]
+        compared = n_init > 1 or len(candidates) > 1   # fits are scored only when there is a choice
+        self.candidate_scores_, self.init_scores_ = {}, np.full(n_init if compared else 0, np.nan)
+        best, interrupted = None, False
+        for r, seed in enumerate(restart_seeds(int(self.random_state), n_init)):
+            kept, scores = None, {}
+            for kl_free in candidates:
+                # A restart's candidates start from its seed: the same initial parameters and
+                # batches, so they differ only in kl_free (README, "Counts (NB)", item 18).
+                parts = [f"init={r}"] * (n_init > 1) + [f"kl_free={kl_free:g}"] * (len(candidates) > 1)
+                folder = None if checkpoint_dir is None else Path(checkpoint_dir).joinpath(*parts)
+                fitted = self._train_once(s, seed, kl_free, X, codes, Xt, st, device, folder, checkpoint_every)
+                if not fitted["converged_"]:   # interrupted (Ctrl-C): stop here, keep this fit as it is
+                    best, interrupted = fitted, True
+                    break
+                if compared:
+                    fitted["score"] = self.score(X, study)
+                    logger.info("restart %d (seed %d), kl_free=%g: Eq. 2.4 per sample %.4f", r, seed, kl_free,
+                                fitted["score"])
+                    if len(candidates) > 1:
+                        scores[kl_free] = fitted["score"]
+                if kept is None or fitted["score"] > kept["score"]:
+                    kept = fitted
+            if interrupted:
                 break
-            if len(candidates) > 1:
-                self.candidate_scores_[kl_free] = fitted["score"] = self.score(X, study)
-                logger.info("kl_free=%g: Eq. 2.4 per sample %.4f", kl_free, fitted["score"])
-            if best is None or fitted["score"] > best["score"]:
-                best = fitted
-        for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_"):
+            if compared:
+                self.init_scores_[r] = kept["score"]
+            if best is None or kept["score"] > best["score"]:
+                best, self.candidate_scores_ = kept, scores
+        for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_", "init_seed_"):
             setattr(self, key, best[key])
         W = self.module_.W.detach().cpu().numpy()
         if s["merge_dependent"] is not None:   # transform needs only the module, not the fitted attributes
@@ -500,11 +532,11 @@ class MSSVAE(BaseEstimator):
         self._warn_hidden_factors()
         return self
 
-    def _train_once(self, s: dict, kl_free: float, X, codes, Xt, st, device, checkpoint_dir, checkpoint_every) -> dict:
-        """Build, train and prune one module with this ``kl_free``; the fitted state as a dict.
+    def _train_once(self, s: dict, seed: int, kl_free: float, X, codes, Xt, st, device, checkpoint_dir,
+                    checkpoint_every) -> dict:
+        """Build, train and prune one module from ``seed`` with this ``kl_free``; the fitted state as a dict.
 
         Sets ``module_`` (``score`` reads it); a diverged fit raises with its last good state set."""
-        seed = int(self.random_state)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             module = self._build_module(s["n_shared"])
@@ -537,7 +569,7 @@ class MSSVAE(BaseEstimator):
             try:
                 result = train(module, Xt, st, cfg, gen, resume=resume, on_epoch_end=on_epoch_end)
             except TrainingDivergedError as err:
-                self.converged_, self.kl_free_ = False, kl_free
+                self.converged_, self.kl_free_, self.init_seed_ = False, kl_free, seed
                 self.history_ = pd.DataFrame(err.history)
                 self._set_fitted_attributes(s)
                 raise
@@ -552,7 +584,7 @@ class MSSVAE(BaseEstimator):
             pruned = int(drop.sum())
         return {"module_": module, "history_": history, "prior_weight_": prior_weight,
                 "converged_": result.converged, "pruned_entries_": pruned, "kl_free_": kl_free,
-                "score": -math.inf}
+                "init_seed_": seed, "score": -math.inf}
 
     def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int):
         """(resume state or None, epoch-end callback) for ``fit(checkpoint_dir=...)``."""
@@ -879,6 +911,8 @@ class MSSVAE(BaseEstimator):
             "pruned_entries": int(getattr(self, "pruned_entries_", 0)),
             "kl_free": getattr(self, "kl_free_", None),
             "candidate_scores": [[float(k), float(v)] for k, v in getattr(self, "candidate_scores_", {}).items()],
+            "init_scores": np.asarray(getattr(self, "init_scores_", [])).tolist(),
+            "init_seed": getattr(self, "init_seed_", None),
             "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
             "tensors_sha256": digest,
         }
@@ -935,6 +969,8 @@ class MSSVAE(BaseEstimator):
         model.pruned_entries_ = int(meta.get("pruned_entries", 0))
         model.kl_free_ = meta.get("kl_free")
         model.candidate_scores_ = {k: v for k, v in meta.get("candidate_scores", [])}
+        model.init_scores_ = np.asarray(meta.get("init_scores", []), dtype=float)
+        model.init_seed_ = meta.get("init_seed", model.random_state)
         model._set_fitted_attributes()
         return model
 
