@@ -208,10 +208,10 @@ class MSSVAE(BaseEstimator):
     n_init : int
         Trainings from different seeds; the one with the highest Eq. 2.4 bound (:meth:`score` on the
         training data) is kept, as with several ``kl_free`` values (each restart fits each of them)
-        and as MOFA+ users choose among seeds.  Restart 0 uses ``random_state`` itself, so
-        ``n_init=1`` (default) is the single fit; restart r > 0 uses a seed drawn from
-        ``SeedSequence([random_state, r])``.  The fit is nonconvex: on the platelet-size simulation a
-        seed can leave three true factors mixed over four columns (README, "Performance").
+        and as MOFA2's ``select_model`` picks the highest ELBO among seeds.  Restart 0 uses
+        ``random_state`` itself, so ``n_init=1`` (default) is the single fit; restart r > 0 uses a
+        seed drawn from ``SeedSequence([random_state, r])``.  The objective is nonconvex: a seed can
+        leave true factors mixed over several columns (README, "Counts (NB)", item 19).
         ``init_scores_`` records each restart's bound.  Costs n_init trainings.
     feature_subsample : float
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
