@@ -171,7 +171,7 @@ def test_kl_free_candidates_keep_the_fit_with_the_higher_eq24_bound(tmp_path):
 
 def test_restarts_keep_the_seed_with_the_highest_eq24_bound(tmp_path):
     # n_init: one training per seed (restart 0 is random_state itself), the highest bound is kept,
-    # as MOFA+ users pick among seeds; the fit kept is the one its seed trains alone.
+    # as MOFA2's select_model picks among seeds; the fit kept is the one its seed trains alone.
     sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
     kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32, kl_free=0.5,
               random_state=3)
