@@ -3,7 +3,7 @@
 import torch
 
 from mssvae.module import MSSVAEModule
-from mssvae.training import _adam
+from mssvae.training import _adam, param_groups
 
 
 def test_cpu_training_uses_fused_adam_with_the_per_tensor_update():
@@ -24,3 +24,36 @@ def test_cpu_training_uses_fused_adam_with_the_per_tensor_update():
     moved = [(pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters())]
     assert max(moved) < 1e-6                      # the same arithmetic, up to float rounding
     assert min((p - p0).abs().max().item() for p, p0 in zip(a.parameters(), before)) > 0.01  # 5 steps of lr 0.01
+
+
+def test_subsampled_feature_rows_move_per_step_as_with_every_feature():
+    """A share f of the features per step, their gradients scaled 1/f (unbiased): Adam alone would move
+    each row √f as far per step; the groups' 1/√f learning rates restore the full-cost pace."""
+    torch.manual_seed(0)
+    module = MSSVAEModule(400, 3, [2, 2], (8, 8), "nb")
+    rows = ["W", "log_phi", "decoder.v_hidden", "decoder.v_skip", "decoder.bias"]
+    named = dict(module.named_parameters())
+    full = param_groups(module, lr=1e-3, lr_W=1e-2)
+    assert sorted(id(p) for g in full for p in g["params"]) == sorted(id(p) for p in module.parameters())
+    assert [g["lr"] for g in full] == [1e-2, 1e-3, 1e-3]   # f = 1: the plain learning rates
+
+    def pace(f: float, correct: bool) -> float:
+        """Mean movement per step of the per-feature rows under a constant true gradient of 1, in lr units."""
+        gen = torch.Generator().manual_seed(1)
+        params = {n: named[n].detach().clone().requires_grad_() for n in named}
+        groups = param_groups(module, 1e-3, 1e-2, f if correct else 1.0)
+        by_id = {id(named[n]): params[n] for n in named}
+        opt = torch.optim.Adam([dict(g, params=[by_id[id(p)] for p in g["params"]]) for g in groups])
+        start = {n: params[n].detach().clone() for n in rows}
+        steps = 2000
+        for _ in range(steps):
+            seen = (torch.rand(400, generator=gen) < f).float() / f
+            for n, p in params.items():
+                p.grad = seen.view(-1, *[1] * (p.dim() - 1)).expand_as(p).clone() if n in rows else torch.zeros_like(p)
+            opt.step()
+        lr = {n: 1e-2 if n in ("W", "log_phi") else 1e-3 for n in rows}
+        return float(torch.stack([((start[n] - params[n].detach()) / (lr[n] * steps)).mean() for n in rows]).mean())
+
+    assert abs(pace(1.0, correct=True) - 1.0) < 0.01
+    assert abs(pace(0.1, correct=False) - 0.1**0.5) < 0.03          # Adam alone: √f as far per step
+    assert abs(pace(0.1, correct=True) - 1.0) < 0.1                 # with the groups' learning rates

@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("fits", nargs="+", type=Path)
     p.add_argument("--seed", type=int, required=True, help="the simulation seed the fits were trained on")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--terms", action="store_true", help="also each term of the bound, per sample")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     sim = platelet_data(a.seed)
@@ -40,7 +41,32 @@ def main() -> None:
                               bound=round(model.score(sim.X, sim.study), 2),
                               shared_consensus=round(scores["shared_consensus"], 3),
                               group_consensus=round(scores["group_consensus"], 3),
-                              n_shared_est=scores["n_shared_est"])), flush=True)
+                              n_shared_est=scores["n_shared_est"],
+                              **(bound_terms(model, sim) if a.terms else {}))), flush=True)
+
+
+def bound_terms(model, sim, n_draws: int = 8, batch_size: int = 1024) -> dict:
+    """The terms of ``model.score`` per sample (same draws): where two fits' bounds differ."""
+    module = model.module_
+    X, study = model._prepare(sim.X, sim.study)
+    s = model._score_settings()
+    N = X.shape[0]
+    sums = dict.fromkeys(("log_lik", "kl_shared", "kl_specific", "kl_library"), 0.0)
+    module.eval()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(int(model.random_state))
+        for _ in range(n_draws):
+            for b in range(0, N, batch_size):
+                xb, sb = X[b:b + batch_size], study[b:b + batch_size]
+                terms, _ = module.loss(xb, sb, torch.ones(xb.shape[0]), N, s["lambda0"], s["lambda1"], s["a"], s["b"],
+                                       1.0, s["noise_prior"], s["library_prior"], None)
+                for k in sums:
+                    sums[k] += float(getattr(terms, k)) / n_draws
+    out = {k: round(v, 2) for k, v in sums.items()}
+    out.update(log_prior_masks=round(float(terms.log_prior_masks), 2),
+               support_entries=int((module.W.abs() > 0.5).sum()),
+               mean_log_phi=round(float(module.log_phi.detach().mean()), 3) if hasattr(module, "log_phi") else None)
+    return out
 
 
 if __name__ == "__main__":

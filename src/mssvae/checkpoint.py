@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
-CHECKPOINT_FORMAT = 1
+# 2: Adam keeps three parameter groups (training.param_groups), so its state indices moved.
+CHECKPOINT_FORMAT = 2
 _META_KEY = "mssvae_checkpoint"
 
 
