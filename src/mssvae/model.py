@@ -217,7 +217,9 @@ class MSSVAE(BaseEstimator):
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
         subset every step, each per-feature term (likelihood, mask-prior row, noise prior) scaled
         by 1/f so the objective stays unbiased.  The decoder, which is nearly all the cost at
-        RNA scale, then costs f as much per step; the encoders still read every feature.
+        RNA scale, then costs f as much per step; the encoders still read every feature.  Each
+        feature's own parameters (W row, noise, decoder row) train at their learning rate × 1/√f,
+        since Adam would otherwise move them √f as far per step (README, "Counts (NB)", item 20).
         1.0 (default) is the paper's full objective.  Measured effect on recovery: README.
     merge_dependent : "auto", float in (0, 1] or None
         After fitting, merge the active columns of one block whose factors are functions of one
