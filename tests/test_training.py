@@ -36,6 +36,8 @@ def test_subsampled_feature_rows_move_per_step_as_with_every_feature():
     full = param_groups(module, lr=1e-3, lr_W=1e-2)
     assert sorted(id(p) for g in full for p in g["params"]) == sorted(id(p) for p in module.parameters())
     assert [g["lr"] for g in full] == [1e-2, 1e-3, 1e-3]   # f = 1: the plain learning rates
+    # f = 1/4: the per-feature groups at 2× their rate; the encoders (read every feature, every step) keep theirs.
+    assert [g["lr"] for g in param_groups(module, 1e-3, 1e-2, 0.25)] == [2e-2, 2e-3, 1e-3]
 
     def pace(f: float, correct: bool) -> float:
         """Mean movement per step of the per-feature rows under a constant true gradient of 1, in lr units."""
