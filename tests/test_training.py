@@ -3,7 +3,7 @@
 import torch
 
 from mssvae.module import MSSVAEModule
-from mssvae.training import _adam, param_groups
+from mssvae.training import _adam, lr_factor_at, param_groups
 
 
 def test_cpu_training_uses_fused_adam_with_the_per_tensor_update():
@@ -60,3 +60,9 @@ def test_subsampled_feature_rows_move_per_step_as_with_every_feature():
     assert abs(pace(1.0, correct=True) - 1.0) < 0.01
     assert abs(pace(0.1, correct=False) - 0.1**0.5) < 0.03          # Adam alone: √f as far per step
     assert abs(pace(0.1, correct=True) - 1.0) < 0.1                 # with the groups' learning rates
+
+
+def test_learning_rates_fall_linearly_over_the_last_share_of_the_epochs():
+    assert [lr_factor_at(e, 10, 0.3) for e in range(10)] == [1.0] * 7 + [3 / 4, 2 / 4, 1 / 4]
+    assert {lr_factor_at(e, 10, 0.0) for e in range(10)} == {1.0}   # 0: the paper's constant rates
+    assert lr_factor_at(0, 10, 1.0) == 10 / 11                       # 1: from the first epoch on

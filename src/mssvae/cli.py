@@ -321,6 +321,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Trainings from different seeds; the one with the highest Eq. 2.4 bound is kept (default 1).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
+@click.option("--lr-decay", type=_WARMUP, default=None,
+              help="Share of the last epochs over which the learning rates fall linearly to 0: auto (default: "
+                   "0.2 with --feature-subsample below 1, else 0) or a number in [0, 1].")
 @click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
               help="Starting NB inverse dispersion: auto (= moments, the paper's start per gene) or a number "
                    "for every gene (README, Counts (NB), item 13).")
@@ -350,8 +353,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
         prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, kl_free, n_init, feature_subsample,
-        dispersion_init, dispersion_warmup, merge_dependent, prune_masks, min_anchors, seed, device, output_dir,
-        overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
+        lr_decay, dispersion_init, dispersion_warmup, merge_dependent, prune_masks, min_anchors, seed, device,
+        output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -377,7 +380,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
                  kl_weight=kl_weight, kl_warmup=kl_warmup, kl_free=kl_free, n_init=n_init,
-                 feature_subsample=feature_subsample, dispersion_init=dispersion_init,
+                 feature_subsample=feature_subsample, lr_decay=lr_decay, dispersion_init=dispersion_init,
                  dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent,
                  prune_masks=prune_masks, min_anchors=min_anchors, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}

@@ -81,6 +81,10 @@ KL_FREE_CANDIDATES = (KL_FREE, 0.0)
 # (README, "Counts (NB)", item 17).
 # min_anchors=2: the paper's Assumption 1 (two anchor features per factor); see mssvae.merging.
 MIN_ANCHORS = 2
+# lr_decay="auto" with feature_subsample < 1: the last 20 % of the epochs at linearly falling rates.
+# Subsampled steps leave the entries the spike holds at 0 jittering at about Adam's step size
+# (median |w| 0.06 at f = 0.1, 0.002 at full cost); README, "Counts (NB)", item 21.
+LR_DECAY_SUBSAMPLED = 0.2
 # merge_dependent="auto": merge two factors of a block when either one's posterior means predict the
 # other's with leave-one-out 3-NN R² ≥ 0.5.  Re-scored on saved fits, it raised group consensus
 # in every fit where it changed anything and lowered none: Gaussian §4.1 (10 seeds), NB at N = 600
@@ -221,6 +225,12 @@ class MSSVAE(BaseEstimator):
         feature's own parameters (W row, noise, decoder row) train at their learning rate × 1/√f,
         since Adam would otherwise move them √f as far per step (README, "Counts (NB)", item 20).
         1.0 (default) is the paper's full objective.  Measured effect on recovery: README.
+    lr_decay : "auto" or float in [0, 1]
+        Share of the last epochs over which every learning rate falls linearly towards 0
+        (:func:`mssvae.training.lr_factor_at`; ``history_["lr_factor"]`` records it); 0: constant
+        rates, as the paper trains.  Subsampled steps leave the entries the spike holds at 0
+        jittering at about Adam's step size; the decay lets them settle (README, "Counts (NB)",
+        item 21).  "auto" (default): LR_DECAY_SUBSAMPLED with ``feature_subsample < 1``, else 0.
     merge_dependent : "auto", float in (0, 1] or None
         After fitting, merge the active columns of one block whose factors are functions of one
         another (leave-one-out 3-nearest-neighbour R² of one factor's posterior means from the
@@ -307,7 +317,7 @@ class MSSVAE(BaseEstimator):
                  batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free="auto",
-                 n_init=1, feature_subsample=1.0, normalize_decoder=None,
+                 n_init=1, feature_subsample=1.0, lr_decay="auto", normalize_decoder=None,
                  merge_dependent="auto", prune_masks=True, min_anchors=MIN_ANCHORS, dispersion_init="auto",
                  dispersion_warmup="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
@@ -329,6 +339,7 @@ class MSSVAE(BaseEstimator):
         self.prior_scale = prior_scale
         self.prior_per_feature = prior_per_feature
         self.feature_subsample = feature_subsample
+        self.lr_decay = lr_decay
         self.kl_weight = kl_weight
         self.kl_warmup = kl_warmup
         self.kl_free = kl_free
@@ -373,6 +384,9 @@ class MSSVAE(BaseEstimator):
         s["prior_scale"] = val.check_positive_float(self.prior_scale, "prior_scale")
         s["prior_per_feature"] = val.check_bool(self.prior_per_feature, "prior_per_feature")
         s["feature_subsample"] = val.check_fraction(self.feature_subsample, "feature_subsample")
+        decay = _auto(self.lr_decay, "lr_decay", LR_DECAY_SUBSAMPLED if s["feature_subsample"] < 1.0 else 0.0,
+                      "a share in [0, 1]")
+        s["lr_decay"] = val.check_fraction(decay, "lr_decay", allow_zero=True, of="the epochs")
         annealing = sum(s["schedule"].fractions)   # λ0's annealing period: the warm-ups' "auto"
         kl = _auto(self.kl_weight, "kl_weight", KL_WEIGHT_NB if likelihood == "nb" else 1.0, "a positive number")
         s["kl_weight"] = val.check_positive_float(kl, "kl_weight")
@@ -557,6 +571,7 @@ class MSSVAE(BaseEstimator):
                 per_feature_prior=s["prior_per_feature"] and s["prior_weight"] is None,
                 feature_fraction=s["feature_subsample"], kl_weight=s["kl_weight"], feature_seed=seed,
                 noise_warmup=s["dispersion_warmup"], kl_warmup=s["kl_warmup"], kl_free=kl_free,
+                lr_decay=s["lr_decay"],
             )
             rank = _rank() or 0
             if rank:
