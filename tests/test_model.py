@@ -1,5 +1,7 @@
 """The estimator: recovery on known blocks, determinism, persistence, divergence handling."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -116,6 +118,14 @@ def test_save_load_round_trip_gives_identical_transform(fitted_blocks, blocks, t
     assert {k: v for k, v in loaded.get_params().items() if k != "device"} == params
     assert len(loaded.history_) == len(fitted_blocks.history_)
     assert np.array_equal(loaded.factor_kl_, fitted_blocks.factor_kl_)
+
+
+def test_a_model_saved_before_lr_decay_loads_with_the_constant_rates_it_trained_with(fitted_blocks, tmp_path):
+    fitted_blocks.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    del meta["params"]["lr_decay"]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    assert MSSVAE.load(tmp_path / "m").lr_decay == 0.0
 
 
 def test_load_refuses_modified_or_foreign_files(fitted_blocks, tmp_path):

@@ -966,6 +966,8 @@ class MSSVAE(BaseEstimator):
             if params.get(key) is not None:
                 params[key] = tuple(params[key])
         params["device"] = device
+        # Saved before lr_decay existed: those fits trained at constant rates.
+        params.setdefault("lr_decay", 0.0)
         model = cls(**params)
         model.studies_ = meta["studies"]
         model.feature_names_in_ = np.asarray(meta["feature_names"])
