@@ -1,7 +1,12 @@
 """The training loop's optimiser (issue 9): on a CPU, Adam's fused kernel, the same update as per tensor."""
 
+import numpy as np
+import pytest
 import torch
+from conftest import two_block_data
 
+import mssvae.model
+from mssvae import MSSVAE
 from mssvae.module import MSSVAEModule
 from mssvae.training import _adam, lr_factor_at, param_groups
 
@@ -66,3 +71,32 @@ def test_learning_rates_fall_linearly_over_the_last_share_of_the_epochs():
     assert [lr_factor_at(e, 10, 0.3) for e in range(10)] == [1.0] * 7 + [3 / 4, 2 / 4, 1 / 4]
     assert {lr_factor_at(e, 10, 0.0) for e in range(10)} == {1.0}   # 0: the paper's constant rates
     assert lr_factor_at(0, 10, 1.0) == 10 / 11                       # 1: from the first epoch on
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (there the rates are tensors the graphs read)"))])
+def test_the_decayed_rates_shrink_the_steps_of_the_last_epochs(monkeypatch, device):
+    X, study, _, _ = two_block_data(n=240)
+    counts = np.random.default_rng(0).poisson(np.exp(2 + X.clip(-3, 3) / 2)).astype(np.float32)
+    real_train = mssvae.model.train
+
+    def moves_per_epoch(decay: float) -> np.ndarray:
+        """Mean |ΔW| over each epoch of one fit (W after each epoch, through the epoch-end hook)."""
+        moves = []
+
+        def spy(module, *args, on_epoch_end=None, **kw):
+            last = [module.W.detach().clone()]
+
+            def record(epoch, state):
+                moves.append(float((module.W.detach() - last[0]).abs().mean()))
+                last[0] = module.W.detach().clone()
+            return real_train(module, *args, on_epoch_end=record, **kw)
+
+        monkeypatch.setattr(mssvae.model, "train", spy)
+        MSSVAE(likelihood="nb", n_shared=3, n_specific=1, hidden=(16, 16), max_epochs=40, batch_size=64,
+               kl_free=0.5, feature_subsample=0.5, lr_decay=decay, device=device, random_state=0).fit(counts, study)
+        return np.asarray(moves)
+
+    ratio = {d: (m := moves_per_epoch(d))[-5:].mean() / m[15:20].mean() for d in (0.0, 0.5)}
+    # 0.5: the last 20 epochs decay, the last 5 at 5/21 ... 1/21 of the rate (mean 0.14).
+    assert ratio[0.5] < 0.4 * ratio[0.0], ratio

@@ -142,8 +142,9 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     # The spike-and-slab terms are in every rank's loss, so the average counts them once.
     net = module if world == 1 else torch.nn.parallel.DistributedDataParallel(module)
     graphs = use_cuda_graphs(device, world, cfg)
-    optim = _adam(param_groups(module, cfg.lr, cfg.lr_W, cfg.feature_fraction), device, graphs)
-    base_lrs = [g["lr"] for g in optim.param_groups]   # before a resume loads a decayed rate
+    adam_groups = param_groups(module, cfg.lr, cfg.lr_W, cfg.feature_fraction)
+    base_lrs = [g["lr"] for g in adam_groups]
+    optim = _adam(adam_groups, device, graphs)
     result = TrainingResult()
     prior_weight = cfg.prior_weight
     start = 0
@@ -247,7 +248,10 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             kl_now = kl_weight_at(epoch, cfg.max_epochs, cfg.kl_weight, cfg.kl_warmup)
             lr_factor = lr_factor_at(epoch, cfg.max_epochs, cfg.lr_decay)
             for group, base in zip(optim.param_groups, base_lrs):
-                group["lr"] = base * lr_factor
+                if torch.is_tensor(group["lr"]):   # read by the captured graphs: set in place
+                    group["lr"].fill_(base * lr_factor)
+                else:
+                    group["lr"] = base * lr_factor
             # The epoch's batches (and feature subsets) go to the device in one copy.
             batches = _to_device(np.stack([sampler.next() for _ in range(sampler.steps_per_epoch)]), device)
             subsets = None
@@ -256,10 +260,10 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                          for _ in range(sampler.steps_per_epoch)]
                 subsets = _to_device(torch.stack(draws), device)
             key = (lambda0, kl_now, epoch < warm_epochs)
-            # During a KL ramp or a learning-rate decay a constant changes every epoch (a graph bakes
-            # in the Adam rates too), and a graph per epoch would cost more than it saves: those
-            # epochs run eagerly.
-            replay = runner is not None and kl_now == cfg.kl_weight and lr_factor == 1.0
+            # During a KL ramp the weight changes every epoch, and a graph per epoch would cost more
+            # than it saves: those epochs run eagerly.  (The learning rates are device tensors
+            # under graphs, so their decay needs no new graph.)
+            replay = runner is not None and kl_now == cfg.kl_weight
             for i in range(sampler.steps_per_epoch):
                 features = None if subsets is None else subsets[i]
                 if replay:
@@ -502,13 +506,16 @@ def _adam(groups: list[dict], device: torch.device, graphs: bool) -> torch.optim
     At the platelet size the module has ~100 parameter tensors and 4 million entries: the default
     per-tensor update took 10 ms a step on 2 CPU threads, the fused one 2 ms (docs/performance.md),
     the same arithmetic up to float rounding.  With CUDA graphs the step count must live on the GPU
-    (``capturable``); the GPU keeps the update it was measured with.
+    (``capturable``), and so do the learning rates: a graph would bake a float rate in, and
+    ``lr_decay`` changes it every epoch.  The GPU keeps the update it was measured with.
     """
     if device.type == "cpu":
         try:
             return torch.optim.Adam(groups, fused=True)
         except (RuntimeError, TypeError):   # an older torch: no fused CPU kernel
             pass
+    if graphs:
+        groups = [dict(g, lr=torch.tensor(float(g["lr"]), device=device)) for g in groups]
     return torch.optim.Adam(groups, capturable=graphs)
 
 
