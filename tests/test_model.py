@@ -7,6 +7,7 @@ import pytest
 
 from mssvae import MSSVAE, TrainingDivergedError
 from mssvae.metrics import jaccard_matrix, support
+from mssvae.training import evaluate_bound
 
 
 def test_fit_recovers_which_features_go_with_which_block(fitted_blocks, blocks):
@@ -92,6 +93,11 @@ def test_score_is_eq24_per_sample_with_the_paper_weights_and_repeats_exactly(fit
                                   1.0, p["noise_prior"], p["library_prior"])
     assert m.score(X, study, n_draws=1, batch_size=len(X)) == pytest.approx(-float(terms.loss), rel=1e-5)
     assert m.lambda0[-1] == p["lambda0"] and p["b"] == X.shape[1]   # λ0 at its final value; b = G (Table 2)
+    # its terms (what benchmarks/probes/score_fits.py --terms prints) add up to it
+    parts = evaluate_bound(m.module_, Xt, st, p, 2, 1024, m.random_state, m._feature_chunk(len(X)))
+    assert parts["bound"] == first
+    assert parts["log_lik"] - parts["kl_shared"] - parts["kl_specific"] - parts["kl_library"] \
+        + parts["log_prior_masks"] + parts["log_prior_noise"] == pytest.approx(first, rel=1e-6)
     with pytest.raises(ValueError, match="`n_draws` must be a positive integer"):
         m.score(X, study, n_draws=0)
 

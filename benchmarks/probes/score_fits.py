@@ -23,6 +23,7 @@ from platelet_size import platelet_data  # noqa: E402
 
 from mssvae import MSSVAE  # noqa: E402
 from mssvae.metrics import evaluate_simulation  # noqa: E402
+from mssvae.training import evaluate_bound  # noqa: E402
 
 
 def main() -> None:
@@ -54,25 +55,13 @@ def spike_floor(model) -> dict:
 
 
 def bound_terms(model, sim, n_draws: int = 8, batch_size: int = 1024) -> dict:
-    """The terms of ``model.score`` per sample (same draws): where two fits' bounds differ."""
-    module = model.module_
+    """The terms of ``model.score`` per sample (the same draws): where two fits' bounds differ."""
     X, study = model._prepare(sim.X, sim.study)
-    s = model._score_settings()
-    N = X.shape[0]
-    sums = dict.fromkeys(("log_lik", "kl_shared", "kl_specific", "kl_library"), 0.0)
-    module.eval()
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(int(model.random_state))
-        for _ in range(n_draws):
-            for b in range(0, N, batch_size):
-                xb, sb = X[b:b + batch_size], study[b:b + batch_size]
-                terms, _ = module.loss(xb, sb, torch.ones(xb.shape[0]), N, s["lambda0"], s["lambda1"], s["a"], s["b"],
-                                       1.0, s["noise_prior"], s["library_prior"], None)
-                for k in sums:
-                    sums[k] += float(getattr(terms, k)) / n_draws
-    out = {k: round(v, 2) for k, v in sums.items()}
-    out.update(log_prior_masks=round(float(terms.log_prior_masks), 2),
-               support_entries=int((module.W.abs() > 0.5).sum()),
+    terms = evaluate_bound(model.module_, X, study, model._score_settings(), n_draws, batch_size,
+                           int(model.random_state), model._feature_chunk(min(batch_size, X.shape[0])))
+    out = {k: round(v, 2) for k, v in terms.items() if k != "bound"}
+    module = model.module_
+    out.update(support_entries=int((module.W.abs() > 0.5).sum()),
                mean_log_phi=round(float(module.log_phi.detach().mean()), 3) if hasattr(module, "log_phi") else None)
     return out
 

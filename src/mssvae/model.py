@@ -813,7 +813,7 @@ class MSSVAE(BaseEstimator):
         if isinstance(n_draws, bool) or not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
             raise ValueError(f"`n_draws` must be a positive integer; got {n_draws!r}")
         return evaluate_bound(self.module_, Xt, st, self._score_settings(), int(n_draws), int(batch_size),
-                              int(self.random_state), self._feature_chunk(min(batch_size, Xt.shape[0])))
+                              int(self.random_state), self._feature_chunk(min(batch_size, Xt.shape[0])))["bound"]
 
     def _score_settings(self) -> dict:
         """The prior settings that Eq. 2.4 needs, from the hyperparameters and the data priors."""

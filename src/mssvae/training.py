@@ -530,20 +530,26 @@ def _probe_information(module, X, study, sampler, weight, cfg) -> float:
     return float(terms.fisher_info)
 
 
+BOUND_SAMPLE_TERMS = ("log_lik", "kl_shared", "kl_specific", "kl_library")
+
+
 @torch.no_grad()
 def evaluate_bound(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, settings: dict, n_draws: int,
-                   batch_size: int, seed: int, chunk_size: int | None) -> float:
+                   batch_size: int, seed: int, chunk_size: int | None) -> dict[str, float]:
     """Eq. 2.4 / N on (X, study): Σ_i (E_q log p(x_i | z_i) − KL_i) + log p(W | η) + log p(noise), per sample.
 
     Prior and KL at weight 1 (the paper's objective), the encoders in evaluation mode, the one-draw
     Monte Carlo estimate averaged over ``n_draws`` draws from a generator seeded by ``seed`` (the
     global random state is restored).  ``settings``: lambda0, lambda1, a, b, noise_prior, library_prior.
+    Returns ``bound`` and its terms: the per-sample ones of BOUND_SAMPLE_TERMS (each already / N)
+    and the global ``log_prior_masks`` and ``log_prior_noise`` (the prior terms once, / N).
     """
     was_training = module.training
     module.eval()
     N = X.shape[0]
     ones = torch.ones(min(batch_size, N), dtype=X.dtype, device=X.device)
     total, global_terms = 0.0, None
+    sums = dict.fromkeys(BOUND_SAMPLE_TERMS, 0.0)
     devices = [X.device] if X.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -556,8 +562,12 @@ def evaluate_bound(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, s
                                            settings["library_prior"], chunk_size)
                     # Per-sample terms are sums over the batch / N; the prior terms are global (once).
                     total += float(terms.log_lik - terms.kl_shared - terms.kl_specific - terms.kl_library)
+                    for k in sums:
+                        sums[k] += float(getattr(terms, k))
                     if global_terms is None:
-                        global_terms = float(terms.log_prior_masks + terms.log_prior_noise)
+                        global_terms = dict(log_prior_masks=float(terms.log_prior_masks),
+                                            log_prior_noise=float(terms.log_prior_noise))
+                        global_total = float(terms.log_prior_masks + terms.log_prior_noise)
     finally:
         module.train(was_training)
-    return total / n_draws + global_terms
+    return dict(bound=total / n_draws + global_total, **{k: v / n_draws for k, v in sums.items()}, **global_terms)
