@@ -83,7 +83,9 @@ KL_FREE_CANDIDATES = (KL_FREE, 0.0)
 MIN_ANCHORS = 2
 # lr_decay="auto" with feature_subsample < 1: the last 20 % of the epochs at linearly falling rates.
 # Subsampled steps leave the entries the spike holds at 0 jittering at about Adam's step size
-# (median |w| 0.06 at f = 0.1, 0.002 at full cost); README, "Counts (NB)", item 21.
+# (median |w| of the entries ≤ 0.5: 0.036 at f = 0.1 against 0.0015 at full cost; 0.0005 with the
+# decay, at the same recovery, in seeds 2 and 4 of the platelet-size simulation); README, "Counts
+# (NB)", item 21.
 LR_DECAY_SUBSAMPLED = 0.2
 # merge_dependent="auto": merge two factors of a block when either one's posterior means predict the
 # other's with leave-one-out 3-NN R² ≥ 0.5.  Re-scored on saved fits, it raised group consensus
