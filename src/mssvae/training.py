@@ -548,8 +548,8 @@ def evaluate_bound(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, s
     module.eval()
     N = X.shape[0]
     ones = torch.ones(min(batch_size, N), dtype=X.dtype, device=X.device)
-    total, global_terms = 0.0, None
     sums = dict.fromkeys(BOUND_SAMPLE_TERMS, 0.0)
+    global_terms = None
     devices = [X.device] if X.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -561,13 +561,17 @@ def evaluate_bound(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, s
                                            settings["a"], settings["b"], 1.0, settings["noise_prior"],
                                            settings["library_prior"], chunk_size)
                     # Per-sample terms are sums over the batch / N; the prior terms are global (once).
-                    total += float(terms.log_lik - terms.kl_shared - terms.kl_specific - terms.kl_library)
-                    for k in sums:
-                        sums[k] += float(getattr(terms, k))
+                    # One read of the device per batch; the sums run in double precision.
+                    values = torch.stack([getattr(terms, k).detach() for k in BOUND_SAMPLE_TERMS]).tolist()
+                    for k, v in zip(BOUND_SAMPLE_TERMS, values):
+                        sums[k] += v
                     if global_terms is None:
-                        global_terms = dict(log_prior_masks=float(terms.log_prior_masks),
-                                            log_prior_noise=float(terms.log_prior_noise))
-                        global_total = float(terms.log_prior_masks + terms.log_prior_noise)
+                        global_terms = dict(zip(("log_prior_masks", "log_prior_noise"),
+                                                torch.stack([terms.log_prior_masks, terms.log_prior_noise]).tolist()))
     finally:
         module.train(was_training)
-    return dict(bound=total / n_draws + global_total, **{k: v / n_draws for k, v in sums.items()}, **global_terms)
+    out = {k: v / n_draws for k, v in sums.items()}
+    out.update(global_terms)
+    out["bound"] = (out["log_lik"] - out["kl_shared"] - out["kl_specific"] - out["kl_library"]
+                    + out["log_prior_masks"] + out["log_prior_noise"])
+    return out
