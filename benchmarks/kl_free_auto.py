@@ -1,5 +1,5 @@
 """kl_free="auto" on the §4.2 simulations: one fit per candidate kl_free, the Eq. 2.4 bound of each,
-and the metrics of the fit that the bound keeps (README, "Counts (NB)", item 18).
+and the metrics of the fit that the bound keeps (docs/design.md, "Counts (NB)", item 18).
 
     python benchmarks/kl_free_auto.py --shape n285 --seeds 0-4 --models MODELS --out results/kl_free_auto.csv
 

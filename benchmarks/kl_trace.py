@@ -7,7 +7,7 @@ Jaccard with an estimated shared column and the sizes of the active shared colum
 (nats, over all samples, from the encoder's posterior) and its best Jaccard with a true shared
 module ("spare" below 0.2).  ``--stop-after E`` ends the trace after epoch E.
 
-Used for README "Counts (NB)", items 15 and 16:
+Used for docs/design.md, "Counts (NB)", items 15 and 16:
 
     python benchmarks/kl_trace.py --kl-weight 2 --kl-warmup 0 --seed 0
     python benchmarks/kl_trace.py --kl-weight 1 --seed 0

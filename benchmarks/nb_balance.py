@@ -1,4 +1,4 @@
-"""One NB fit on a §4.2-style simulation with its training curve: the probe behind the README's
+"""One NB fit on a §4.2-style simulation with its training curve: the probe behind docs/design.md's
 "Prior/likelihood balance" section and benchmarks/results/nb_balance.csv.
 
     python benchmarks/nb_balance.py --tag ps2e-3 --seeds 0 \

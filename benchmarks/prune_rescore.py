@@ -1,4 +1,4 @@
-"""Score one saved NB fit of the replicate simulations with and without the mask check (README item 17).
+"""Score one saved NB fit of the replicate simulations with and without the mask check (docs/design.md, item 17).
 
     python benchmarks/prune_rescore.py MODEL_DIR --shape n285 --seed 0
 

@@ -52,7 +52,7 @@ def parse_settings(items: list[str]) -> dict:
 
 
 def dedup_scores(sim, W_shared, W_specific, max_density) -> dict:
-    """Consensus after merging same-support columns within each block (a diagnostic, see README)."""
+    """Consensus after merging same-support columns within each block (a diagnostic, see docs/results.md)."""
     res = evaluate_simulation(sim, merge_duplicate_columns(W_shared),
                               {k: merge_duplicate_columns(v) for k, v in W_specific.items()},
                               max_density=max_density)

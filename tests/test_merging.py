@@ -73,7 +73,7 @@ def test_merge_dependent_only_rewrites_the_reported_masks_and_survives_saving(tm
                           random_state=0)
     # Without the dispersion warm-up and with Eq. 2.4's KL weight this short fit splits a factor into
     # z and g(z), which is what the test needs; the warm-up, or the NB KL weight 2, prevents the split
-    # (README, "Counts (NB)", items 14 and 15).
+    # (docs/design.md, "Counts (NB)", items 14 and 15).
     kw = dict(likelihood="nb", n_shared=4, n_specific=2, hidden=(16, 16), max_epochs=30, batch_size=128,
               dispersion_warmup=0, kl_weight=1.0)
     raw = MSSVAE(merge_dependent=None, min_anchors=0, **kw).fit(sim.X, sim.study)

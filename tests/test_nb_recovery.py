@@ -22,7 +22,7 @@ def nb_fit():
     # plus 5 % of the other genes); 400 epochs of 5 steps.
     sim = simulate_rnaseq(n_samples=300, n_features=45, n_shared=2, n_specific=1, random_state=0)
     # kl_weight=1 (Eq. 2.4), not the NB default 2: with modules this small (~11 genes) the stronger
-    # KL mixed the two shared modules in 3 of 3 simulation seeds (README, "Counts (NB)", item 15).
+    # KL mixed the two shared modules in 3 of 3 simulation seeds (docs/design.md, "Counts (NB)", item 15).
     model = MSSVAE(likelihood="nb", n_shared=4, n_specific=2, hidden=(16, 16), max_epochs=400,
                    batch_size=64, random_state=0, kl_weight=1.0)
     return sim, model.fit(sim.X, sim.study)
@@ -56,7 +56,7 @@ def test_calibrated_prior_weight_follows_the_likelihood_information(nb_fit):
 
 def test_nb_model_reloads_with_its_normalized_decoder(nb_fit, tmp_path):
     sim, model = nb_fit
-    assert model.module_.decoder.normalized  # the NB default (README)
+    assert model.module_.decoder.normalized  # the NB default (docs/design.md, item 4)
     model.save(tmp_path / "fit")
     again = MSSVAE.load(tmp_path / "fit")
     assert again.module_.decoder.normalized
@@ -74,7 +74,7 @@ def test_nb_variance_explained_on_log_normalised_counts(nb_fit):
 
 
 def test_default_kl_rule_keeps_the_masks_sparse_and_finds_a_shared_module():
-    # The NB defaults (KL weight 2 above 0.5 nats, README item 16) on the fixture's data; with
+    # The NB defaults (KL weight 2 above 0.5 nats, docs/design.md, item 16) on the fixture's data; with
     # modules this small they recover less than weight 1 (best Jaccard 0.69 / 0.26 for the two
     # shared modules, against 0.92 / 0.75), but the masks must still be neither empty nor dense.
     sim = simulate_rnaseq(n_samples=300, n_features=45, n_shared=2, n_specific=1, random_state=0)
@@ -140,7 +140,7 @@ def test_kl_weight_rises_from_one_over_the_warmup_then_holds_and_spares_factors_
     free = MSSVAE(kl_weight=3.0, kl_warmup=0.0, kl_free=1e3, **one).fit(sim.X, sim.study)
     np.testing.assert_array_equal(free.module_.W.detach().numpy(), plain.module_.W.detach().numpy())
     labels = sorted(set(sim.study))
-    nb = MSSVAE(**kw)._settings(labels, 12, 60)        # the defaults (README, item 16): 2 above 0.5 nats
+    nb = MSSVAE(**kw)._settings(labels, 12, 60)        # the defaults (docs/design.md, item 16): 2 above 0.5 nats
     assert (nb["kl_weight"], nb["kl_warmup"], nb["kl_free"]) == (2.0, 0.0, (0.5, 0.0))   # item 18: both, kept by score
     gauss = MSSVAE(likelihood="gaussian", n_shared=1, n_specific=1)._settings(labels, 12, 60)
     assert gauss["kl_weight"] == 1.0                                            # Eq. 2.4
@@ -149,7 +149,7 @@ def test_kl_weight_rises_from_one_over_the_warmup_then_holds_and_spares_factors_
 
 
 def test_kl_free_candidates_keep_the_fit_with_the_higher_eq24_bound(tmp_path):
-    # README, "Counts (NB)", item 18: one fit per kl_free value from the same seed; score() decides.
+    # docs/design.md, "Counts (NB)", item 18: one fit per kl_free value from the same seed; score() decides.
     sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
     kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32)
     both = MSSVAE(kl_free=(0.5, 0.0), **kw).fit(sim.X, sim.study)

@@ -6,7 +6,7 @@ Each fit (saved by `platelet_size.py --save`) is scored on its training data wit
 draws of ``--seed`` (``random_state`` is set to it before ``score``), so the bounds are compared as
 ``MSSVAE(n_init=...)`` compares its restarts.  One JSON line per fit, with the floor of the spike:
 the median |w| of the decoder's mask entries at or below the support threshold 0.5, and how many
-lie in (0.1, 0.5) (entries the spike holds at 0 sit near 0 at full cost; README item 21).
+lie in (0.1, 0.5) (entries the spike holds at 0 sit near 0 at full cost; docs/design.md, item 21).
 """
 
 from __future__ import annotations

@@ -306,17 +306,18 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Constant of the calibrated prior weight, prior_scale * N * Fisher information (default 2e-3).")
 @click.option("--prior-per-feature", is_flag=True, flag_value=True, default=None,
-              help="Calibrated weight per feature, from each feature's own Fisher information (README).")
+              help="Calibrated weight per feature, from each feature's own Fisher information "
+                   "(docs/design.md, item 8).")
 @click.option("--kl-weight", type=_KL_WEIGHT, default=None,
               help="Multiplier of the factors' KL terms: auto (default: 2 for nb, 1 for gaussian; 1 is "
-                   "Eq. 2.4) or a positive number (README, Counts (NB)).")
+                   "Eq. 2.4) or a positive number (docs/design.md).")
 @click.option("--kl-warmup", type=_WARMUP, default=None,
               help="Share of the epochs over which the KL multiplier rises from 1 to --kl-weight: a number "
                    "in [0, 1] (default 0) or auto (the λ0 annealing period, 0.3).")
 @click.option("--kl-free", type=_KlFree(), default=None,
               help="Nats per sample a factor's KL must pass before the weight above 1 acts on it; several "
                    "values (0.5,0) fit once per value and keep the fit with the higher Eq. 2.4 bound. Default "
-                   "auto: 0.5,0 for nb, 0.5 for gaussian (README, Counts (NB), items 16 and 18).")
+                   "auto: 0.5,0 for nb, 0.5 for gaussian (docs/design.md, items 16 and 18).")
 @click.option("--n-init", type=click.IntRange(min=1), default=None,
               help="Trainings from different seeds; the one with the highest Eq. 2.4 bound is kept (default 1).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
@@ -326,7 +327,7 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
                    "0.2 with --feature-subsample below 1, else 0) or a number in [0, 1].")
 @click.option("--dispersion-init", type=_DISPERSION_INIT, default=None,
               help="Starting NB inverse dispersion: auto (= moments, the paper's start per gene) or a number "
-                   "for every gene (README, Counts (NB), item 13).")
+                   "for every gene (docs/design.md, item 13).")
 @click.option("--dispersion-warmup", type=_WARMUP, default=None,
               help="Share of the epochs with one inverse dispersion for all genes: auto (default: the λ0 "
                    "annealing period, 0.3, for nb; 0 for gaussian) or a number in [0, 1].")
@@ -334,8 +335,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set: auto (default, 0.5), off, or a number.")
 @click.option("--prune-masks/--no-prune-masks", default=None,
-              help="After training, zero each mask entry that Eq. 2.4 prefers at 0 (default on; README, "
-                   "Counts (NB), item 17).")
+              help="After training, zero each mask entry that Eq. 2.4 prefers at 0 (default on; "
+                   "docs/design.md, item 17).")
 @click.option("--min-anchors", type=click.IntRange(min=0), default=None,
               help="Set aside (report as inactive) a column with fewer anchor genes (genes in no other gene set "
                    "of its block) than this: default 2, the paper's Assumption 1; 0: off.")
@@ -810,7 +811,7 @@ def demo(output_dir, epochs, seed, prior_weight, device, overwrite, quiet, threa
     """Reproduce one replicate of the paper's §4.1 Gaussian experiment (Fig. 2(b)/(c)).
 
     Simulates 3 studies × 1000 samples × 100 features (K_S = 8, K_m = 2), fits the MSSVAE with
-    the model's defaults (Table 2, except the network lr 0.003: see the README), prints the
+    the model's defaults (Table 2, except the network lr 0.003: see docs/results.md), prints the
     scores and writes masks_true_vs_estimated.png, training.png,
     metrics.csv, W_*.csv, history.csv and model/ to --output-dir.
     """

@@ -9,7 +9,7 @@ The fitted NB model often gives those genes a column of their own, whose factor 
 function of the factor of the module's other column: the encoder learnt sin(c z) as a second latent
 instead of the decoder learning the curve.  In a nonlinear factor model z and g(z) are one factor,
 so such columns can be put back together.  ``MSSVAE(merge_dependent=...)`` does this after fitting
-(by default); measured on the simulations: README, "Counts (NB)", item 11.
+(by default); measured on the simulations: docs/design.md, "Counts (NB)", item 11.
 
 The test of dependence is nonparametric and symmetric: the leave-one-out R² of predicting one
 factor's posterior means from the k nearest samples in the other factor, the larger of the two
@@ -24,7 +24,7 @@ several columns (a duplicate, or a mixture of two gene sets that have columns of
 a column is reported as redundant, smallest first, recounting the anchors after each: its genes
 are already in the block's other gene sets (all but at most one).  Folding it into the column it
 overlaps most instead would add another factor's genes to that column; re-scored on saved fits,
-dropping was as good or better (README, "Counts (NB)", item 14).  Anchors are counted within the
+dropping was as good or better (docs/design.md, "Counts (NB)", item 14).  Anchors are counted within the
 block (a shared column against the other shared columns).  A column that shares no gene with
 another (a single gene) is left alone.
 """

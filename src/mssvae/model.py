@@ -26,7 +26,7 @@ from .training import TrainingConfig, TrainingDivergedError, evaluate_bound, tra
 
 FORMAT_VERSION = 1
 logger = logging.getLogger("mssvae")
-# prior_weight="auto" means "fixed" for Gaussian data and "calibrated" for counts (README,
+# prior_weight="auto" means "fixed" for Gaussian data and "calibrated" for counts (docs/design.md,
 # "Prior/likelihood balance"; numbers in benchmarks/README.md).
 # "fixed" is N / 300: on the §4.1 simulation (N = 3000) a weight of 10 gave the best recovery of
 # {1, 3, 10, 20, 30}; the per-step drift that the penalty gives W under minibatch noise scales with
@@ -43,7 +43,7 @@ DEFAULT_PRIOR_SCALE = 2e-3
 # a gene whose curve the decoder has not learnt keeps a flat likelihood: the sin genes ended at
 # φ ≈ 0.15 and mostly out of every gene set, linear genes at φ ≈ 12.  A low-noise start (φ = 50)
 # brought the sin genes in, but every shared column stayed on, with a calibrated or a fixed prior
-# weight alike (README, "Counts (NB)", item 13).
+# weight alike (docs/design.md, "Counts (NB)", item 13).
 DISPERSION_INIT = "moments"
 # dispersion_warmup="auto" (NB): one inverse dispersion for all genes until λ0's annealing ends
 # (5 % + 25 % of the epochs, Appendix C.2.1), then one per gene.  With a φ per gene from the start
@@ -51,12 +51,12 @@ DISPERSION_INIT = "moments"
 # and a gene with a low φ weighs little in the likelihood, so its curve is never learnt.  Tied,
 # every gene weighs alike while the gene sets form.  At N = 600 (5 seeds) it raised the median
 # shared consensus from 0.57 to 0.71; at N = 285 with 7 groups it lowered it (0.57 → 0.48) with a
-# KL weight of 1, not with 2 from the first step (0.72) (README, "Counts (NB)", items 14-15).
+# KL weight of 1, not with 2 from the first step (0.72) (docs/design.md, "Counts (NB)", items 14-15).
 # Gaussian: 0, since σ² already starts equal for all features (Appendix C.2.2) and has the
 # inverse-gamma prior.
 # kl_weight="auto" (NB): 2, with kl_free=0.5 and no warm-up.  With Eq. 2.4's KL (weight 1) true
 # factors came out as rotated mixtures that the count likelihood cannot tell apart; a weight of 2
-# breaks them (README, "Counts (NB)", items 14-16).  Applied to the whole KL from the first step it
+# breaks them (docs/design.md, "Counts (NB)", items 14-16).  Applied to the whole KL from the first step it
 # kept the shared factors of §4.2 at N = 600 from forming before λ0 stepped up, and the spike
 # switched most of them off (K̂_S 3-5 of 10); a ramp from 1 (item 15) saved them but left the group
 # blocks mixed.  kl_free=0.5: the extra weight acts only on the KL a factor carries above 0.5 nats
@@ -72,25 +72,25 @@ KL_FREE = 0.5
 # (MSSVAE.score, prior and KL at weight 1).  Each value fails where the other works: 0 switched true
 # factors off at N = 600 (K̂_S 3-5 of 10) and 0.5 left rotated mixtures of the modules at N = 285
 # with 7 groups; in every pair we fitted, the bound was higher for the fit with the better recovery
-# (README, "Counts (NB)", item 18).  It doubles the NB training time; pass kl_free=0.5 for one fit.
+# (docs/design.md, "Counts (NB)", item 18).  It doubles the NB training time; pass kl_free=0.5 for one fit.
 KL_FREE_CANDIDATES = (KL_FREE, 0.0)
 # prune_masks=True: after training, each entry with |w| > 0.5 is compared with w = 0 under Eq. 2.4
 # (mssvae.pruning).  On the GSE68086-shaped NB simulation the fits hold entries the decoder ignores
 # (gain from keeping them ≈ −40 nats against hundreds for real entries); they filled the columns of
 # the sin genes' factors with other modules' genes, and merging carried them into the gene sets
-# (README, "Counts (NB)", item 17).
+# (docs/design.md, "Counts (NB)", item 17).
 # min_anchors=2: the paper's Assumption 1 (two anchor features per factor); see mssvae.merging.
 MIN_ANCHORS = 2
 # lr_decay="auto" with feature_subsample < 1: the last 20 % of the epochs at linearly falling rates.
 # Subsampled steps leave the entries the spike holds at 0 jittering at about Adam's step size
 # (median |w| of the entries ≤ 0.5: 0.036 at f = 0.1 against 0.0015 at full cost; 0.0005 with the
-# decay, at the same recovery, in seeds 2 and 4 of the platelet-size simulation); README, "Counts
-# (NB)", item 21.
+# decay, at the same recovery, in seeds 2 and 4 of the platelet-size simulation); docs/design.md,
+# "Counts (NB)", item 21.
 LR_DECAY_SUBSAMPLED = 0.2
 # merge_dependent="auto": merge two factors of a block when either one's posterior means predict the
 # other's with leave-one-out 3-NN R² ≥ 0.5.  Re-scored on saved fits, it raised group consensus
 # in every fit where it changed anything and lowered none: Gaussian §4.1 (10 seeds), NB at N = 600
-# and N = 285 (README, "Counts (NB)", item 11).
+# and N = 285 (docs/design.md, "Counts (NB)", item 11).
 MERGE_THRESHOLD = 0.5
 SUPPORT_THRESHOLD = 0.5  # a feature belongs to factor k iff |W_jk| > 0.5 (§5); used everywhere
 
@@ -165,7 +165,7 @@ class MSSVAE(BaseEstimator):
         Target minibatch size; each batch holds max(2, batch_size // M) samples of every study.
     lr, lr_W : float or None
         Adam learning rates for the networks and for W. None → Table 2 (NB: 0.001 and 0.01),
-        except Gaussian lr = 0.003 rather than Table 2's 0.01 (measured: README).
+        except Gaussian lr = 0.003 rather than Table 2's 0.01 (measured: docs/results.md).
     lambda1 : float
         Slab penalty λ1 (0.1).
     lambda0 : (float, float, float)
@@ -180,7 +180,7 @@ class MSSVAE(BaseEstimator):
         "calibrated" follows the likelihood during training: ``prior_scale · N · Î``, with Î the
         running mean Fisher information of one data entry about the decoder output.  "auto" is
         "fixed" for Gaussian and "calibrated" for NB.  ``prior_weight_`` and the
-        ``prior_weight`` column of ``history_`` record the values used.  See the README
+        ``prior_weight`` column of ``history_`` record the values used.  See docs/design.md
         ("Prior/likelihood balance") for the measurements behind it.
     prior_scale : float
         Constant of the "calibrated" weight (2e-3).  Larger switches more entries and factors off.
@@ -190,11 +190,11 @@ class MSSVAE(BaseEstimator):
         global rule), so highly expressed genes, whose likelihood is sharper, are penalised
         more.  Off by default: on the §4.2 simulation it raised the median shared consensus
         from 0.56 to 0.67 at N = 600 (5 of 5 seeds better) but lowered it at N = 285, M = 7
-        (README, "Counts (NB)").
+        (docs/design.md, "Counts (NB)", item 8).
     kl_weight : float or "auto"
         Multiplier of the factors' KL terms against the likelihood (1 = Eq. 2.4).  "auto" (default)
         is 2 for NB and 1 for Gaussian data.  Against a count likelihood, with a weight of 1 true
-        factors came out as rotated mixtures of one another (README, "Counts (NB)", items 14-16).
+        factors came out as rotated mixtures of one another (docs/design.md, "Counts (NB)", items 14-16).
     kl_warmup : float in [0, 1] or "auto"
         Share of the epochs over which the KL multiplier rises linearly from 1 to ``kl_weight``
         (default 0: no ramp; "auto" is λ0's annealing period, ``sum(anneal_fractions)``, the
@@ -204,12 +204,12 @@ class MSSVAE(BaseEstimator):
         Nats per sample.  The part ``kl_weight − 1`` of the multiplier acts on factor k only on the
         part of its KL (averaged over the minibatch's samples that have the factor) above
         ``kl_free``, so a factor that is still forming feels only Eq. 2.4's KL and the extra weight
-        cannot switch it off (README, item 16); 0: the multiplier acts on the whole KL.  Several
+        cannot switch it off (docs/design.md, item 16); 0: the multiplier acts on the whole KL.  Several
         values: one fit per value, from the same seed, and the fit with the higher Eq. 2.4 bound
         (:meth:`score` on the training data) is kept; ``candidate_scores_`` records each.  "auto"
         (default): (0.5, 0) for NB and 0.5 for Gaussian data.  Neither value suits every data set
         (0 switched true factors off at N = 600, 0.5 left rotated mixtures at N = 285 with 7
-        groups), and in each case the bound preferred the better fit (README, item 18).  With
+        groups), and in each case the bound preferred the better fit (docs/design.md, item 18).  With
         ``kl_weight=1`` there is nothing for kl_free to act on, and only the first value is fitted.
     n_init : int
         Trainings from different seeds; the one with the highest Eq. 2.4 bound (:meth:`score` on the
@@ -217,7 +217,7 @@ class MSSVAE(BaseEstimator):
         and as MOFA2's ``select_model`` picks the highest ELBO among seeds.  Restart 0 uses
         ``random_state`` itself, so ``n_init=1`` (default) is the single fit; restart r > 0 uses a
         seed drawn from ``SeedSequence([random_state, r])``.  The objective is nonconvex: a seed can
-        leave true factors mixed over several columns (README, "Counts (NB)", item 19).
+        leave true factors mixed over several columns (docs/design.md, "Counts (NB)", item 19).
         ``init_scores_`` records each restart's bound.  Costs n_init trainings.
     feature_subsample : float
         Share of the features (0 < f ≤ 1) whose terms each training step evaluates: a new random
@@ -225,20 +225,20 @@ class MSSVAE(BaseEstimator):
         by 1/f so the objective stays unbiased.  The decoder, which is nearly all the cost at
         RNA scale, then costs f as much per step; the encoders still read every feature.  Each
         feature's own parameters (W row, noise, decoder row) train at their learning rate × 1/√f,
-        since Adam would otherwise move them √f as far per step (README, "Counts (NB)", item 20).
-        1.0 (default) is the paper's full objective.  Measured effect on recovery: README.
+        since Adam would otherwise move them √f as far per step (docs/design.md, "Counts (NB)", item 20).
+        1.0 (default) is the paper's full objective.  Measured effect on recovery: docs/performance.md.
     lr_decay : "auto" or float in [0, 1]
         Share of the last epochs over which every learning rate falls linearly towards 0
         (:func:`mssvae.training.lr_factor_at`; ``history_["lr_factor"]`` records it); 0: constant
         rates, as the paper trains.  Subsampled steps leave the entries the spike holds at 0
-        jittering at about Adam's step size; the decay lets them settle (README, "Counts (NB)",
-        item 21).  "auto" (default): LR_DECAY_SUBSAMPLED with ``feature_subsample < 1``, else 0.
+        jittering at about Adam's step size; the decay lets them settle (docs/design.md, "Counts
+        (NB)", item 21).  "auto" (default): LR_DECAY_SUBSAMPLED with ``feature_subsample < 1``, else 0.
     merge_dependent : "auto", float in (0, 1] or None
         After fitting, merge the active columns of one block whose factors are functions of one
         another (leave-one-out 3-nearest-neighbour R² of one factor's posterior means from the
         other's ≥ this threshold, either direction): the kept column's gene set becomes their union
         and the others are zeroed in ``W_shared_`` / ``W_specific_``.  The NB fit often learns a
-        nonlinear factor z as two latents, z and a function of it (README, "Counts (NB)").
+        nonlinear factor z as two latents, z and a function of it (docs/design.md, "Counts (NB)", items 9 and 11).
         "auto" = 0.5 for either likelihood; None or False: off.  The decoder keeps its own masks
         (``module_.W``); ``transform`` still returns every factor.
     prune_masks : bool
@@ -246,30 +246,30 @@ class MSSVAE(BaseEstimator):
         is higher at w = 0, the rest of the model fixed (the spike-and-slab lasso's own
         thresholding rule, with the likelihood computed through the decoder at the posterior
         means; :mod:`mssvae.pruning`).  It removes entries the decoder has learnt to ignore.
-        True (default) for either likelihood; ``pruned_entries_`` counts them (README, "Counts
-        (NB)", item 17).
+        True (default) for either likelihood; ``pruned_entries_`` counts them (docs/design.md,
+        "Counts (NB)", item 17).
     min_anchors : int
         After fitting (pruning and merging), a column of a block whose gene set has fewer than this many
         anchor genes (genes in no other gene set of the block) is set aside as redundant: zeroed in
         ``W_shared_`` / ``W_specific_``, smallest first, recounting after each (2, the paper's
         Assumption 1: two anchor features per factor; 0: off).  Such a column is a duplicate or a
         mixture of gene sets that have columns of their own.  ``redundant_factors_`` names them;
-        the decoder keeps them (README, "Counts (NB)", item 14).
+        the decoder keeps them (docs/design.md, "Counts (NB)", item 14).
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
-        measured trade-offs in the README.
+        measured trade-offs in docs/design.md ("Prior/likelihood balance", item 4).
     dispersion_init : "auto", "moments" or float
         Starting inverse dispersion φ of the genes (NB only): "moments" (= "auto") is the paper's
         method-of-moments start (Appendix C.2.2), per gene; a number starts every gene there (50
-        is BCV ≈ 0.14, a low-noise start).  φ is learnt either way; measured trade-off: README,
+        is BCV ≈ 0.14, a low-noise start).  φ is learnt either way; measured trade-off: docs/design.md,
         "Counts (NB)", item 13.
     dispersion_warmup : "auto" or float in [0, 1]
         Share of the epochs during which all genes share one inverse dispersion (the mean of their
         log φ), after which each gene's φ is learnt on its own.  "auto": the λ0 annealing period
         (``sum(anneal_fractions)``, 0.3) for NB, 0 for Gaussian (where a number ties the σ²).
         Without it, genes whose curve the decoder has not yet learnt take a low φ, weigh little in
-        the likelihood and stay out of every gene set (README, "Counts (NB)", items 12 and 14).
+        the likelihood and stay out of every gene set (docs/design.md, "Counts (NB)", items 12 and 14).
     noise_alpha : float
         α of the Inverse-Gamma noise prior (Gaussian only; 1.5).
     feature_chunk_size : int or None
@@ -515,7 +515,7 @@ class MSSVAE(BaseEstimator):
             kept, scores = None, {}
             for kl_free in candidates:
                 # A restart's candidates start from its seed: the same initial parameters and
-                # batches, so they differ only in kl_free (README, "Counts (NB)", item 18).
+                # batches, so they differ only in kl_free (docs/design.md, "Counts (NB)", item 18).
                 parts = [f"init={r}"] * (n_init > 1) + [f"kl_free={kl_free:g}"] * (len(candidates) > 1)
                 folder = None if checkpoint_dir is None else Path(checkpoint_dir).joinpath(*parts)
                 fitted = self._train_once(s, seed, kl_free, X, codes, Xt, st, device, folder, checkpoint_every)
@@ -645,7 +645,7 @@ class MSSVAE(BaseEstimator):
 
     def _warn_hidden_factors(self, min_kl: float = 0.1) -> None:
         """Warn when the decoder uses a factor whose W column has no entry above the support
-        threshold: its features are then missing from every gene set (README, "Prior/likelihood
+        threshold: its features are then missing from every gene set (docs/design.md, "Prior/likelihood
         balance")."""
         used = self.factor_kl_ > min_kl
         active = np.zeros_like(used)
@@ -805,7 +805,7 @@ class MSSVAE(BaseEstimator):
         in evaluation mode, and the Monte Carlo draw of Eq. 2.4 averaged over ``n_draws`` draws
         seeded by ``random_state`` (so a call changes no random state and repeats exactly).  Higher
         is better, as for scikit-learn's ``score``.  Two fits of the same data can be compared by it:
-        ``kl_free="auto"`` keeps the fit with the higher score (README, "Counts (NB)", item 18).
+        ``kl_free="auto"`` keeps the fit with the higher score (docs/design.md, "Counts (NB)", item 18).
 
         Returns
         -------

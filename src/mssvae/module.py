@@ -68,7 +68,7 @@ class MaskedDecoder(nn.Module):
     v_skip[:, k] → /s leaves f unchanged (and a global scale can move into V2, b2 and v), so a
     penalty on |W| can be paid by shrinking W rather than by sparsifying it.  ``normalized=True``
     removes these directions: V1's columns, V2's rows and each feature's [v_hidden; v_skip] are
-    used at unit norm, so only W (and b2) carry scale.  Measured trade-offs: README.
+    used at unit norm, so only W (and b2) carry scale.  Measured trade-offs: docs/design.md.
     """
 
     def __init__(self, n_features: int, n_latent: int, hidden: tuple[int, int], normalized: bool = False):
@@ -107,7 +107,7 @@ def extra_kl(kl, mask, w, kl_weight: float, kl_free: float) -> torch.Tensor:
     mean over the batch's samples that have factor k, n_k their weighted count.  With kl_free = 0
     this is (kl_weight − 1) times the weighted KL sum, the plain multiplier.  With kl_free > 0 a
     factor that carries less than kl_free nats per sample feels only Eq. 2.4's KL, so the extra
-    weight cannot switch off a factor that has not yet formed (README, "Counts (NB)", item 16).
+    weight cannot switch off a factor that has not yet formed (docs/design.md, "Counts (NB)", item 16).
     """
     if kl_weight == 1.0:
         return kl.new_zeros(())

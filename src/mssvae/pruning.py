@@ -1,6 +1,6 @@
 """A last MAP check of every mask entry: keep w_jk only if Eq. 2.4 prefers it to w_jk = 0.
 
-Why (README, "Counts (NB)", item 17): gradient training leaves entries in the slab that the decoder
+Why (docs/design.md, "Counts (NB)", item 17): gradient training leaves entries in the slab that the decoder
 does not use.  The decoder sees w_jk·z_k through shared layers, so it can learn to ignore a column's
 input for a gene; the likelihood then no longer pulls on w_jk, and the slab's penalty λ1 is too weak
 to bring it back to 0 within the run.  On the §4.2 simulation with 7 groups such entries fill the

@@ -332,7 +332,7 @@ def param_groups(module: MSSVAEModule, lr: float, lr_W: float, feature_fraction:
     The NB inverse dispersions move with W's learning rate: φ starts by moments, which mix the
     signal into the dispersion (φ ≈ 0.3 where the noise has φ ≈ 50), and at the network rate
     log φ moves ~0.001 per step, so the likelihood stayed flat and the calibrated prior weight,
-    which follows its information, stayed low for the whole fit (README).
+    which follows its information, stayed low for the whole fit (docs/design.md, "Counts (NB)", item 1).
 
     With feature subsampling (a share f of the features per step) every per-feature parameter (a
     row of W, φ_j or σ²_j, feature j's decoder weights) gets a gradient 1/f times larger in a share f
@@ -340,7 +340,7 @@ def param_groups(module: MSSVAEModule, lr: float, lr_W: float, feature_fraction:
     second moment, which grows by 1/f, so such a parameter moves only √f as far per step as with
     every feature (a constant gradient, measured: 0.315 at f = 0.1, 0.221 at f = 0.05).  Their
     learning rates are multiplied by 1/√f, so a row moves per step as it would at full cost
-    (README, "Counts (NB)", item 20).
+    (docs/design.md, "Counts (NB)", item 20).
     """
     per_feature = 1.0 / math.sqrt(feature_fraction) if feature_fraction < 1.0 else 1.0
     named = dict(module.named_parameters())
@@ -355,7 +355,7 @@ def kl_weight_at(epoch: int, max_epochs: int, target: float, warmup: float) -> f
     """Multiplier of the factors' KL at ``epoch``: rises linearly from 1 (Eq. 2.4) to ``target``
     over the first ``warmup`` share of the epochs, then stays there.
 
-    Why a ramp (README, "Counts (NB)", item 15): a KL weight above 1 breaks the rotations that the
+    Why a ramp (docs/design.md, "Counts (NB)", item 15): a KL weight above 1 breaks the rotations that the
     likelihood alone cannot tell apart, but applied from the first step it keeps the factors from
     forming before λ0 steps up to its second value, and the spike then switches them off.
     """
@@ -369,7 +369,7 @@ def lr_factor_at(epoch: int, max_epochs: int, decay: float) -> float:
     """Multiplier of every learning rate at ``epoch``: 1, then over the last D = round(decay ·
     max_epochs) epochs a linear fall, D/(D+1) at the first of them to 1/(D+1) at the last.
 
-    Why (README, "Counts (NB)", item 21): with feature subsampling each gene's parameters see a
+    Why (docs/design.md, "Counts (NB)", item 21): with feature subsampling each gene's parameters see a
     gradient scaled by 1/f in a share f of the steps, so Adam keeps the entries the spike holds
     at 0 jittering at about the step size (median |w| 0.036 at f = 0.1 against 0.0015 at full
     cost).  Shrinking the steps at the end lets the spike pull them back to 0.
