@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from mssvae import MSSVAE
-from mssvae.merging import merge_blocks
+from mssvae.merging import apply_merge_plan, merge_blocks, merge_plan
 from mssvae.metrics import evaluate_simulation, merge_duplicate_columns
 from mssvae.model import MIN_ANCHORS
 from mssvae.plotting import plot_replicates
@@ -75,6 +75,21 @@ def merged_scores(sim, W_shared, W_specific, Z, study, max_density) -> dict:
     return out
 
 
+def unfolded_scores(sim, model, max_density) -> dict:
+    """The fit's report without folding composites (``*_unfolded``): pairwise merging and the anchor rule
+    only, as reported before session 17; with ``composites``, the folded triples' factor names."""
+    W = model.module_.W.detach().cpu().numpy().astype(float)
+    plan = merge_plan(W, model.merged_groups_)
+    W = apply_merge_plan(W, plan)
+    W[:, model.redundant_columns_] = 0.0
+    starts = np.cumsum([model.module_.n_shared] + list(model.module_.n_specific))
+    Wm = {lab: W[:, starts[m]:starts[m + 1]] for m, lab in enumerate(model.studies_)}
+    res = evaluate_simulation(sim, W[:, :starts[0]], Wm, max_density=max_density)
+    out = {f"{k}_unfolded": res[k] for k in MERGED_KEYS}
+    out["composites"] = json.dumps(model.composite_factors_)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kind", choices=["gaussian", "rnaseq"], default="gaussian")
@@ -117,6 +132,7 @@ def main() -> None:
         row.update({k: v for k, v in res.items() if not isinstance(v, dict)})
         row.update(dedup_scores(sim, model.W_shared_, model.W_specific_, max_density))
         row.update(merged_scores(sim, model.W_shared_, model.W_specific_, Z, sim.study, max_density))
+        row.update(unfolded_scores(sim, model, max_density))
         row["n_specific_est"] = json.dumps(res.get("n_specific_est"))
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "machine"},

@@ -172,3 +172,84 @@ def test_dependence_r2_uses_the_k_nearest_samples_as_its_definition_says():
         residual = y - y[np.argsort(dist, axis=1)[:, :3]].mean(1)
         assert dependence_r2(x, y) == pytest.approx(1 - (residual**2).sum() / ((y - y.mean()) ** 2).sum(), abs=1e-12)
     assert dependence_r2(np.ones(10), rng.normal(size=10)) == -np.inf   # a constant predicts nothing
+
+
+def test_a_factor_of_two_factors_jointly_is_predicted_from_the_pair_and_not_from_one():
+    from mssvae.merging import joint_dependence_r2
+
+    rng = np.random.default_rng(0)
+    z1, z2, w = rng.normal(size=(3, 200))
+    both = np.sin(3 * np.pi / 4 * z1) + np.sin(3 * np.pi / 4 * z2)   # the sin genes two modules share
+    assert joint_dependence_r2(np.c_[z1, z2], both) > 0.8
+    assert joint_dependence_r2(np.c_[z1, w], both) < 0.5 and dependence_r2(z1, both) < 0.5
+    assert joint_dependence_r2(np.c_[z1, z2], w) < 0.1
+    # The definition: the mean of the k nearest other samples in the unit-variance plane.
+    X = np.c_[z1, 3 * z2][:40]
+    y = both[:40]
+    Xs = X / X.std(0)
+    d = ((Xs[:, None] - Xs[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    pred = y[np.argsort(d, 1)[:, :3]].mean(1)
+    assert joint_dependence_r2(X, y) == pytest.approx(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def test_a_composite_column_is_folded_into_both_factors_it_is_a_function_of():
+    """Two modules that share genes: a small column whose factor mixes theirs gives its genes to both."""
+    from mssvae.merging import block_composites, composite_columns, fold_composites
+
+    rng = np.random.default_rng(1)
+    n, G = 150, 130
+    z = rng.normal(size=(n, 3))
+    Z = np.c_[z, z[:, 0] + z[:, 1] + 0.05 * rng.normal(size=n)]   # columns a, b, d and c = mix of a and b
+    W = np.zeros((G, 4))
+    W[:40, 0], W[40:80, 1], W[80:120, 2], W[120:, 3] = 2.0, 3.0, 2.5, 4.0   # c holds 10 genes of its own
+    W[120:125, 0] = 0.3                                                      # below the support threshold
+    S = np.abs(W) > 0.5
+    assert composite_columns(Z, S, [0, 1, 2, 3]) == [(3, 0, 1)]
+    assert composite_columns(Z, S, [0, 2, 3]) == []          # one parent is not enough
+    S_big = S.copy()
+    S_big[:, 3] = True                                       # only a column smaller than both parents folds
+    assert composite_columns(Z, S_big, [0, 1, 2, 3]) == []
+    P = np.where(S, 0.9, 0.01)
+    W2, P2 = fold_composites(W, [(3, 0, 1)], P)
+    assert not W2[:, 3].any() and not P2[:, 3].any()
+    np.testing.assert_array_equal(np.abs(W2[:, 0]) > 0.5, S[:, 0] | S[:, 3])
+    np.testing.assert_array_equal(np.abs(W2[:, 1]) > 0.5, S[:, 1] | S[:, 3])
+    np.testing.assert_array_equal(W2[120:, 0], 4.0)
+    np.testing.assert_array_equal(P2[120:, 1], 0.9)
+    np.testing.assert_array_equal(W2[:, 2], W[:, 2])
+    # Block by block: the same factors as a study's block, read over that study's samples only; the
+    # shared block (first 2 columns, here unrelated) is left alone.
+    Zg = np.c_[rng.normal(size=(2 * n, 2)), np.r_[Z, rng.normal(size=(n, 4))]]
+    Wg = np.c_[np.zeros((G, 2)), W]
+    Wg[:40, 0] = Wg[40:80, 1] = 1.0
+    codes = np.r_[np.zeros(n, int), np.ones(n, int)]
+    assert block_composites(Zg, codes, Wg, 2, [4]) == [(5, 2, 3)]
+    Wg2 = np.c_[Wg, np.zeros((G, 4))]
+    Wg2[:, 2:] = 0
+    Wg2[:, 6:] = W
+    assert block_composites(Zg[:, [0, 1, 2, 3, 4, 5] + [2, 3, 4, 5]], codes, Wg2, 2, [4, 4]) == []  # noise in study 2
+
+
+def test_folded_composites_are_reported_and_survive_saving(tmp_path):
+    from mssvae import MSSVAE
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 12)).astype(np.float32)
+    study = np.repeat(["a", "b"], 40)
+    model = MSSVAE(n_shared=2, n_specific=3, hidden=(8, 8), max_epochs=3, batch_size=40, random_state=0).fit(X, study)
+    W = model.module_.W.detach().numpy().astype(float)
+    c, a, b = 2 + 3 + 2, 2 + 3 + 0, 2 + 3 + 1          # study b's columns: 2 folded into 0 and 1
+    model.composite_columns_ = [[c, a, b]]
+    model.redundant_columns_, model.merged_groups_ = [], []
+    model._set_fitted_attributes()
+    assert model.composite_factors_ == [["b_2", "b_0", "b_1"]]
+    Wb = model.W_specific_["b"]
+    assert not Wb[:, 2].any()
+    for col, parent in ((0, a), (1, b)):
+        take = np.abs(W[:, c]) > np.abs(W[:, parent])
+        np.testing.assert_allclose(Wb[:, col], np.where(take, W[:, c], W[:, parent]))
+    model.save(tmp_path / "m")
+    again = MSSVAE.load(tmp_path / "m")
+    assert again.composite_factors_ == model.composite_factors_
+    np.testing.assert_array_equal(again.W_specific_["b"], Wb)

@@ -218,6 +218,8 @@ def _fit_summary(model, seconds: float) -> list[str]:
         lines.append(f"merged (factors that are functions of one another): {' + '.join(group)}")
     if model.redundant_factors_:
         lines.append(f"set aside (fewer than {model.min_anchors} anchor genes): {', '.join(model.redundant_factors_)}")
+    for c, a, b in getattr(model, "composite_factors_", []):
+        lines.append(f"folded (a function of two factors jointly): {c} into {a} and {b}")
     scores = getattr(model, "candidate_scores_", {})
     if scores:
         each = ", ".join(f"kl_free={k:g}: {v:.2f}" for k, v in scores.items())

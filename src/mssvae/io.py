@@ -88,6 +88,8 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         # Each merged group as one string "kept+other+...": h5ad stores ragged lists badly.
         "merged_factors": ["+".join(group) for group in model.merged_factors_],
         "redundant_factors": list(model.redundant_factors_),
+        # "composite>parent+parent", one string each, for the same reason.
+        "composite_factors": [f"{c}>{a}+{b}" for c, a, b in getattr(model, "composite_factors_", [])],
         "pruned_entries": int(getattr(model, "pruned_entries_", 0)),
         "kl_free": float("nan") if getattr(model, "kl_free_", None) is None else float(model.kl_free_),
         # Keys as text: h5ad stores string-keyed mappings.

@@ -63,6 +63,73 @@ def dependence_r2(x: np.ndarray, y: np.ndarray, k: int = 3) -> float:
     return float(1.0 - (residual**2).sum() / ((y - y.mean()) ** 2).sum())
 
 
+def joint_dependence_r2(X: np.ndarray, y: np.ndarray, k: int = 3) -> float:
+    """Leave-one-out R² of y (n,) predicted by the mean y of the k nearest other samples in X (n, d),
+    each column of X scaled to unit variance; :func:`dependence_r2` in d dimensions.
+
+    Above MAX_SAMPLES samples, a fixed random subset of that size is used.  Ties at the k-th
+    distance are broken arbitrarily."""
+    y = np.asarray(y, float)
+    X = np.asarray(X, float).reshape(len(y), -1)
+    if len(y) > MAX_SAMPLES:
+        keep = np.random.default_rng(0).choice(len(y), MAX_SAMPLES, replace=False)
+        X, y = X[keep], y[keep]
+    sd = X.std(0)
+    if len(y) <= k or np.ptp(y) == 0 or np.any(sd == 0):
+        return -np.inf
+    X = X / sd
+    sq = (X**2).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * X @ X.T
+    np.fill_diagonal(dist, np.inf)
+    neighbours = np.argpartition(dist, k - 1, axis=1)[:, :k]
+    residual = y - y[neighbours].mean(1)
+    return float(1.0 - (residual**2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def composite_columns(Z: np.ndarray, S: np.ndarray, columns, threshold: float = 0.5, k: int = 3,
+                      candidates: int = 6) -> list[tuple[int, int, int]]:
+    """Columns of one block whose factor is a function of two other factors of the block jointly.
+
+    Z (n, K): posterior means; S (G, K) bool: supports; ``columns``: the active ones (after merging
+    pairs).  Smallest gene set first, each column c is tested against every pair of the
+    ``candidates`` remaining columns most correlated with it whose gene sets are larger than c's;
+    the pair (a, b) with the largest :func:`joint_dependence_r2` of c from (a, b), if ≥
+    ``threshold``, makes c their composite, and c is not a candidate parent afterwards.  Returns
+    (c, a, b) triples in that order."""
+    sizes = S.sum(0)
+    remaining = sorted((int(c) for c in columns), key=lambda c: (sizes[c], c))
+    out = []
+    for c in list(remaining):
+        parents = [p for p in remaining if p != c and sizes[p] > sizes[c]]
+        if len(parents) < 2:
+            continue
+        corr = [abs(np.corrcoef(Z[:, c], Z[:, p])[0, 1]) if np.ptp(Z[:, p]) > 0 else 0.0 for p in parents]
+        top = [parents[i] for i in np.argsort(corr)[::-1][:candidates]]
+        best = max((joint_dependence_r2(Z[:, [a, b]], Z[:, c], k), a, b)
+                   for i, a in enumerate(top) for b in top[i + 1:])
+        if best[0] >= threshold:
+            out.append((c, *sorted(best[1:])))
+            remaining.remove(c)
+    return out
+
+
+def fold_composites(W: np.ndarray, composites, *others: np.ndarray):
+    """Copies of W (G, K) and of each array in ``others`` (the same shape, e.g. inclusion
+    probabilities) with each composite (c, a, b) folded into its parents: where |W_c| exceeds a
+    parent's |W|, the parent takes c's entry (so c's genes join both gene sets), then c becomes 0."""
+    W = np.array(W, dtype=float, copy=True)
+    others = [np.array(M, dtype=float, copy=True) for M in others]
+    for c, *parents in composites:
+        for p in parents:
+            take = np.abs(W[:, c]) > np.abs(W[:, p])
+            for M in others:
+                M[take, p] = M[take, c]
+            W[take, p] = W[take, c]
+        for M in [W, *others]:
+            M[:, c] = 0.0
+    return (W, *others) if others else W
+
+
 def dependent_groups(Z: np.ndarray, columns, threshold: float = 0.5, k: int = 3) -> list[list[int]]:
     """Groups of ``columns`` of Z (n, K) whose factors depend on one another (connected components of
     the pairs with max(R²(a→b), R²(b→a)) ≥ threshold).  Singletons are included."""
@@ -174,6 +241,20 @@ def block_groups(Z: np.ndarray, codes: np.ndarray, W: np.ndarray, n_shared: int,
     return out
 
 
+def block_composites(Z: np.ndarray, codes: np.ndarray, W: np.ndarray, n_shared: int, n_specific,
+                     threshold: float = 0.5, k: int = 3) -> list[tuple[int, int, int]]:
+    """:func:`composite_columns` block by block, in global column indices; Z, codes and W as in
+    :func:`block_groups`.  Pass W after merging dependent pairs."""
+    S = np.abs(W) > 0.5
+    out = []
+    for start, width, m in _blocks(n_shared, n_specific):
+        rows = np.ones(len(codes), bool) if m is None else codes == m
+        columns = [c for c in range(start, start + width) if S[:, c].any()]
+        if len(columns) > 2 and rows.sum() > k:
+            out += composite_columns(Z[rows], S, columns, threshold, k)
+    return out
+
+
 def block_redundant(W: np.ndarray, n_shared: int, n_specific, min_anchors: int = 2) -> list[int]:
     """Global indices of the columns of W (G, K) (layout of ``MSSVAE.transform``) that
     :func:`redundant_columns` sets aside, block by block.  Pass W after merging dependent factors."""
@@ -181,6 +262,21 @@ def block_redundant(W: np.ndarray, n_shared: int, n_specific, min_anchors: int =
     for start, width, _ in _blocks(n_shared, n_specific):
         out += [start + c for c in redundant_columns(np.abs(W[:, start:start + width]) > 0.5, min_anchors)]
     return out
+
+
+def block_plan(W: np.ndarray, Z, codes: np.ndarray, n_shared: int, n_specific, threshold: float | None = 0.5,
+               min_anchors: int = 2, k: int = 3):
+    """What the reported masks make of a fitted W (G, K), in the order applied: the groups of dependent
+    factors merged (:func:`block_groups`), then the columns set aside for lack of ``min_anchors``
+    anchor genes (:func:`block_redundant`), then the composites folded into their parents
+    (:func:`block_composites`).  ``threshold=None`` merges and folds nothing (Z is then not read);
+    ``min_anchors=0`` sets nothing aside.  Returns (groups, redundant, composites)."""
+    groups = [] if threshold is None else block_groups(Z, codes, W, n_shared, n_specific, threshold, k)
+    merged = merge_columns(W, groups)
+    redundant = block_redundant(merged, n_shared, n_specific, min_anchors) if min_anchors else []
+    merged[:, redundant] = 0.0
+    composites = [] if threshold is None else block_composites(Z, codes, merged, n_shared, n_specific, threshold, k)
+    return groups, redundant, composites
 
 
 def _blocks(n_shared: int, n_specific):

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from . import _validation as val
 from . import checkpoint as ckpt
 from . import likelihoods as lk
-from .merging import apply_merge_plan, block_groups, block_redundant, merge_columns, merge_plan
+from .merging import apply_merge_plan, block_plan, fold_composites, merge_plan
 from .module import MSSVAEModule
 from .pruning import map_prune
 from .spike_slab import Lambda0Schedule, e_step
@@ -239,8 +239,13 @@ class MSSVAE(BaseEstimator):
         other's ≥ this threshold, either direction): the kept column's gene set becomes their union
         and the others are zeroed in ``W_shared_`` / ``W_specific_``.  The NB fit often learns a
         nonlinear factor z as two latents, z and a function of it (docs/design.md, "Counts (NB)", items 9 and 11).
-        "auto" = 0.5 for either likelihood; None or False: off.  The decoder keeps its own masks
-        (``module_.W``); ``transform`` still returns every factor.
+        Then, after the anchor rule (``min_anchors``), a smaller column whose factor is a function of
+        two other factors of its block jointly (the same R², from the 3 nearest samples in the
+        plane of the two) is folded into both: its genes join both gene sets and it is zeroed
+        (``composite_factors_``).  Where two modules share genes, a fit can give the shared genes
+        a latent of their own that mixes the two modules' factors (docs/design.md, "Counts (NB)",
+        item 22).  "auto" = 0.5 for either likelihood; None or False: off (both).  The decoder keeps
+        its own masks (``module_.W``); ``transform`` still returns every factor.
     prune_masks : bool
         After training, before merging: set to 0 every mask entry with |w| > 0.5 for which Eq. 2.4
         is higher at w = 0, the rest of the model fixed (the spike-and-slab lasso's own
@@ -303,6 +308,8 @@ class MSSVAE(BaseEstimator):
     merged_factors_ : list of lists of factor names, each a merged group, the kept factor first
     merged_groups_ : the same as column indices of ``transform``'s output
     redundant_factors_ : list of factor names set aside by ``min_anchors``;  redundant_columns_ : their indices
+    composite_factors_ : list of [composite, parent, parent] factor names folded by ``merge_dependent``;
+        composite_columns_ : the same as column indices
     pruned_entries_ : int, mask entries set to 0 by ``prune_masks``
     kl_free_ : float, the ``kl_free`` of the fit kept;  candidate_scores_ : dict {kl_free: Eq. 2.4 per
         sample on the training data} when several were fitted, else empty (for the restart kept)
@@ -494,7 +501,7 @@ class MSSVAE(BaseEstimator):
             raise ValueError(f"`checkpoint_every` must be a positive integer; got {checkpoint_every!r}")
 
         self.studies_ = labels
-        self.merged_groups_, self.redundant_columns_ = [], []
+        self.merged_groups_, self.redundant_columns_, self.composite_columns_ = [], [], []
         self.n_features_in_ = G
         self.feature_names_in_ = feature_names
         self._n_specific = s["n_specific"]
@@ -539,12 +546,12 @@ class MSSVAE(BaseEstimator):
         for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_", "init_seed_"):
             setattr(self, key, best[key])
         W = self.module_.W.detach().cpu().numpy()
-        if s["merge_dependent"] is not None:   # transform needs only the module, not the fitted attributes
-            self.merged_groups_ = block_groups(self.transform(X, study), codes, W, self.module_.n_shared,
-                                               self._n_specific, s["merge_dependent"])
-        if s["min_anchors"]:
-            self.redundant_columns_ = block_redundant(merge_columns(W, self.merged_groups_), self.module_.n_shared,
-                                                      self._n_specific, s["min_anchors"])
+        # transform needs only the module, not the fitted attributes
+        Z = None if s["merge_dependent"] is None else self.transform(X, study)
+        groups, redundant, composites = block_plan(W, Z, codes, self.module_.n_shared, self._n_specific,
+                                                   s["merge_dependent"], s["min_anchors"])
+        self.merged_groups_, self.redundant_columns_ = groups, redundant
+        self.composite_columns_ = [list(c) for c in composites]
         self._set_fitted_attributes(s)
         self.factor_kl_ = self._factor_kl(Xt, st)
         self._warn_hidden_factors()
@@ -655,6 +662,8 @@ class MSSVAE(BaseEstimator):
         for group in self.merged_groups_:   # merged away: their genes are in the kept factor's set
             active[group] = True
         active[self.redundant_columns_] = True   # their genes are in the block's other gene sets
+        for c, *_ in self.composite_columns_:     # their genes are in their parents' sets
+            active[c] = True
         hidden = [self.factor_names_[k] for k in np.flatnonzero(used & ~active)]
         if hidden:
             warnings.warn(
@@ -724,11 +733,14 @@ class MSSVAE(BaseEstimator):
             p_star, _ = e_step(W, eta, schedule.values[-1], float(self.lambda1))
         W, p_star, eta = W.numpy().astype(np.float64), p_star.numpy(), eta.numpy()
         # Factors that are functions of one another become one gene set, the union; then columns
-        # without two anchor genes are set aside (merging.py).
+        # without two anchor genes are set aside, and composites of two factors are folded into
+        # both (merging.py).
         plan = merge_plan(W, getattr(self, "merged_groups_", []))
         W, p_star = apply_merge_plan(W, plan), apply_merge_plan(p_star, plan)
         redundant = getattr(self, "redundant_columns_", [])
         W[:, redundant], p_star[:, redundant] = 0.0, 0.0
+        composites = getattr(self, "composite_columns_", [])
+        W, p_star = fold_composites(W, composites, p_star)
         K_S = module.n_shared
         self.W_shared_ = W[:, :K_S]
         self.inclusion_shared_ = p_star[:, :K_S]
@@ -752,6 +764,7 @@ class MSSVAE(BaseEstimator):
         self.merged_factors_ = [[self.factor_names_[keep]] + [self.factor_names_[c] for c in group if c != keep]
                                 for keep, group, _ in plan]
         self.redundant_factors_ = [self.factor_names_[c] for c in redundant]
+        self.composite_factors_ = [[self.factor_names_[c] for c in triple] for triple in composites]
         if self.likelihood == "gaussian":
             self.noise_variance_ = torch.exp(module.log_var.detach()).cpu().numpy()
         else:
@@ -927,6 +940,7 @@ class MSSVAE(BaseEstimator):
             "factor_kl": np.asarray(getattr(self, "factor_kl_", [])).tolist(),
             "merged_groups": [[int(c) for c in g] for g in getattr(self, "merged_groups_", [])],
             "redundant_columns": [int(c) for c in getattr(self, "redundant_columns_", [])],
+            "composite_columns": [[int(c) for c in t] for t in getattr(self, "composite_columns_", [])],
             "pruned_entries": int(getattr(self, "pruned_entries_", 0)),
             "kl_free": getattr(self, "kl_free_", None),
             "candidate_scores": [[float(k), float(v)] for k, v in getattr(self, "candidate_scores_", {}).items()],
@@ -987,6 +1001,8 @@ class MSSVAE(BaseEstimator):
         model.history_ = pd.DataFrame(meta["history"])
         model.merged_groups_ = [[int(c) for c in g] for g in meta.get("merged_groups", [])]
         model.redundant_columns_ = [int(c) for c in meta.get("redundant_columns", [])]
+        # Models saved before composites were folded have none: they load as they were reported.
+        model.composite_columns_ = [[int(c) for c in t] for t in meta.get("composite_columns", [])]
         model.pruned_entries_ = int(meta.get("pruned_entries", 0))
         model.kl_free_ = meta.get("kl_free")
         model.candidate_scores_ = {k: v for k, v in meta.get("candidate_scores", [])}

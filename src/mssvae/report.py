@@ -349,6 +349,8 @@ class _Context:
              "; ".join(" + ".join(g) for g in getattr(m, "merged_factors_", [])) or "none"),
             ("redundant factors (fewer than two anchor genes)",
              ", ".join(getattr(m, "redundant_factors_", [])) or "none"),
+            ("composite factors, folded into the two they are a function of",
+             "; ".join(f"{c} → {a} and {b}" for c, a, b in getattr(m, "composite_factors_", [])) or "none"),
             ("epochs run", len(h)),
             ("converged (ran to the end)", bool(getattr(m, "converged_", False))),
             ("device", getattr(m, "device_", "n/a")),
