@@ -1,6 +1,6 @@
 """Columns that are not separate factors, found after fitting, block by block.
 
-Two rules, applied in this order.
+Three rules, applied in this order (:func:`block_plan`).
 
 1. Factors that are functions of one another: one nonlinear factor split over two columns.
 
@@ -27,6 +27,14 @@ overlaps most instead would add another factor's genes to that column; re-scored
 dropping was as good or better (docs/design.md, "Counts (NB)", item 14).  Anchors are counted within the
 block (a shared column against the other shared columns).  A column that shares no gene with
 another (a single gene) is left alone.
+
+3. Composites: a factor that is a function of two other factors jointly.  Where two modules share
+genes (in the §4.2 simulation any two of a study's modules share 20-38), a fit can give the shared
+genes a column of their own whose factor mixes the two modules' factors: neither alone predicts it
+(R² 0.3-0.5), the pair does (0.7-0.97), and its genes are in no other gene set, so rules 1 and 2
+keep it.  Its genes depend on both factors, so the smaller column is folded into both parents
+(docs/design.md, "Counts (NB)", item 22).  The joint test is rule 1's in the plane of the two
+parents, each scaled to unit variance.
 """
 
 from __future__ import annotations
@@ -296,6 +304,7 @@ def merge_dependent_factors(model, X, study, threshold: float = 0.5, k: int = 3,
     model : fitted MSSVAE;  X (N, G), study (N,): the data to read the factors on (the training data).
     threshold : dependence R² above which two factors count as one.
     min_anchors : then zero the columns with fewer anchor genes than this (0: none); :func:`redundant_columns`.
+    Composites are then folded into their parents (:func:`block_composites`), as ``MSSVAE`` reports them.
 
     Returns
     -------
@@ -318,10 +327,10 @@ def merge_blocks(W_shared, W_specific: dict, Z: np.ndarray, study: np.ndarray, t
     codes = np.full(len(study), -1)
     for m, lab in enumerate(labels):
         codes[np.asarray(study) == lab] = m
-    groups = block_groups(Z, codes, W, K_S, n_specific, threshold, k)
+    groups, redundant, composites = block_plan(W, Z, codes, K_S, n_specific, threshold, min_anchors, k)
     merged = merge_columns(W, groups)
-    if min_anchors:
-        merged[:, block_redundant(merged, K_S, n_specific, min_anchors)] = 0.0
+    merged[:, redundant] = 0.0
+    merged = fold_composites(merged, composites)
     starts = np.cumsum([K_S] + n_specific)
     by_block = {"shared": [list(g) for g in groups if g[0] < K_S]}
     merged_specific = {}
