@@ -1,6 +1,6 @@
 """Re-score saved platelet-size fits with and without folding composite columns (mssvae.merging).
 
-    python benchmarks/probes/rescore_composites.py --seed 2 /tmp/fit_s2 [--seed 6 /tmp/fit_s6 ...]
+    python benchmarks/probes/rescore_composites.py --seed 2 /tmp/fit_s2 [--seed 6 /tmp/fit_s6 ...] [--out CSV]
 
 For each fit: the scores of its masks reported with pairwise merging and the anchor rule (what a fit
 reported before composites were folded), and with composites then folded into their parents
@@ -11,11 +11,13 @@ and so the decoder, is the saved one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from platelet_size import platelet_data  # noqa: E402
@@ -37,6 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, action="append", required=True)
     p.add_argument("fits", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, default=None, help="append one row per fit to this CSV")
     a = p.parse_args()
     for seed, path in zip(a.seed, a.fits):
         sim = platelet_data(seed)
@@ -57,6 +60,12 @@ def main() -> None:
         print(f"seed {seed} ({path}): composites {[tuple(names[i] for i in t) for t in composites]} "
               f"({seconds:.1f} s for merging, composites and anchors)")
         print("   " + "  ".join(f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in KEYS))
+        if a.out:
+            row = dict(seed=seed, fit=str(path), composites=json.dumps([[names[i] for i in t] for t in composites]),
+                       **{f"{k}_unfolded": round(float(before[k]), 3) for k in KEYS},
+                       **{f"{k}_folded": round(float(after[k]), 3) for k in KEYS},
+                       settings=json.dumps(model.get_params(), default=str))
+            pd.DataFrame([row]).to_csv(a.out, mode="a", header=not a.out.exists(), index=False)
 
 
 if __name__ == "__main__":
