@@ -335,7 +335,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
                    "annealing period, 0.3, for nb; 0 for gaussian) or a number in [0, 1].")
 @click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
-                   "threshold) into one gene set: auto (default, 0.5), off, or a number.")
+                   "threshold) into one gene set, and fold a factor that is a function of two others "
+                   "into both: auto (default, 0.5), off, or a number.")
 @click.option("--prune-masks/--no-prune-masks", default=None,
               help="After training, zero each mask entry that Eq. 2.4 prefers at 0 (default on; "
                    "docs/design.md, item 17).")
