@@ -31,8 +31,8 @@ another (a single gene) is left alone.
 3. Composites: a factor that is a function of two other factors jointly.  Where two modules share
 genes (in the §4.2 simulation any two of a study's modules share 20-38), a fit can give the shared
 genes a column of their own whose factor mixes the two modules' factors: neither alone predicts it
-(R² 0.3-0.5), the pair does (0.7-0.97), and its genes are in no other gene set, so rules 1 and 2
-keep it.  Its genes depend on both factors, so the smaller column is folded into both parents
+(R² 0.28-0.47 in the fits we read), the pair does (0.74-0.97), and its genes are in no other gene
+set, so rules 1 and 2 keep it.  Its genes depend on both factors, so the smaller column is folded into both parents
 (docs/design.md, "Counts (NB)", item 22).  The joint test is rule 1's in the plane of the two
 parents, each scaled to unit variance.
 """
@@ -109,7 +109,7 @@ def composite_columns(Z: np.ndarray, S: np.ndarray, columns, threshold: float = 
     out = []
     for c in list(remaining):
         parents = [p for p in remaining if p != c and sizes[p] > sizes[c]]
-        if len(parents) < 2:
+        if len(parents) < 2 or np.ptp(Z[:, c]) == 0:   # a constant factor is a function of nothing
             continue
         corr = [abs(np.corrcoef(Z[:, c], Z[:, p])[0, 1]) if np.ptp(Z[:, p]) > 0 else 0.0 for p in parents]
         top = [parents[i] for i in np.argsort(corr)[::-1][:candidates]]
