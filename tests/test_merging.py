@@ -208,7 +208,7 @@ def test_a_composite_column_is_folded_into_both_factors_it_is_a_function_of():
     assert composite_columns(Z, S, [0, 1, 2, 3]) == [(3, 0, 1)]
     assert composite_columns(Z, S, [0, 2, 3]) == []          # one parent is not enough
     S_big = S.copy()
-    S_big[:, 3] = True                                       # only a column smaller than both parents folds
+    S_big[:30, 3] = True        # 40 genes, as many as a parent: more likely a factor of its own
     assert composite_columns(Z, S_big, [0, 1, 2, 3]) == []
     P = np.where(S, 0.9, 0.01)
     W2, P2 = fold_composites(W, [(3, 0, 1)], P)

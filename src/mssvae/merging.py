@@ -94,13 +94,20 @@ def joint_dependence_r2(X: np.ndarray, y: np.ndarray, k: int = 3) -> float:
     return float(1.0 - (residual**2).sum() / ((y - y.mean()) ** 2).sum())
 
 
+# A composite holds the genes two modules share, a small part of each (2-12 % of the smaller parent in
+# the fits of docs/design.md item 22).  A column with as many genes as its would-be parents is more
+# likely a true factor that two rotated columns happen to predict, and is left alone.
+MAX_COMPOSITE_SHARE = 0.5
+
+
 def composite_columns(Z: np.ndarray, S: np.ndarray, columns, threshold: float = 0.5, k: int = 3,
                       candidates: int = 6) -> list[tuple[int, int, int]]:
     """Columns of one block whose factor is a function of two other factors of the block jointly.
 
     Z (n, K): posterior means; S (G, K) bool: supports; ``columns``: the active ones (after merging
     pairs).  Smallest gene set first, each column c is tested against every pair of the
-    ``candidates`` remaining columns most correlated with it whose gene sets are larger than c's;
+    ``candidates`` remaining columns most correlated with it whose gene sets are more than
+    1 / MAX_COMPOSITE_SHARE times as large as c's;
     the pair (a, b) with the largest :func:`joint_dependence_r2` of c from (a, b), if ≥
     ``threshold``, makes c their composite, and c is not a candidate parent afterwards.  Returns
     (c, a, b) triples in that order."""
@@ -108,7 +115,7 @@ def composite_columns(Z: np.ndarray, S: np.ndarray, columns, threshold: float = 
     remaining = sorted((int(c) for c in columns), key=lambda c: (sizes[c], c))
     out = []
     for c in list(remaining):
-        parents = [p for p in remaining if p != c and sizes[p] > sizes[c]]
+        parents = [p for p in remaining if p != c and MAX_COMPOSITE_SHARE * sizes[p] > sizes[c]]
         if len(parents) < 2 or np.ptp(Z[:, c]) == 0:   # a constant factor is a function of nothing
             continue
         corr = [abs(np.corrcoef(Z[:, c], Z[:, p])[0, 1]) if np.ptp(Z[:, p]) > 0 else 0.0 for p in parents]
