@@ -239,12 +239,12 @@ class MSSVAE(BaseEstimator):
         other's ≥ this threshold, either direction): the kept column's gene set becomes their union
         and the others are zeroed in ``W_shared_`` / ``W_specific_``.  The NB fit often learns a
         nonlinear factor z as two latents, z and a function of it (docs/design.md, "Counts (NB)", items 9 and 11).
-        Then, after the anchor rule (``min_anchors``), a smaller column whose factor is a function of
-        two other factors of its block jointly (the same R², from the 3 nearest samples in the
-        plane of the two) is folded into both: its genes join both gene sets and it is zeroed
-        (``composite_factors_``).  Where two modules share genes, a fit can give the shared genes
-        a latent of their own that mixes the two modules' factors (docs/design.md, "Counts (NB)",
-        item 22).  "auto" = 0.5 for either likelihood; None or False: off (both).  The decoder keeps
+        Then, after the anchor rule (``min_anchors``), a column whose factor is a function of two
+        other factors of its block jointly, with at most half the genes of either (the same R², from
+        the 3 nearest samples in the plane of the two), is folded into both: its genes join both
+        gene sets and it is zeroed (``composite_factors_``).  Where two modules share genes, a fit
+        can give the shared genes a latent of their own that mixes the two modules' factors
+        (docs/design.md, "Counts (NB)", item 22).  "auto" = 0.5 for either likelihood; None or False: off (both).  The decoder keeps
         its own masks (``module_.W``); ``transform`` still returns every factor.
     prune_masks : bool
         After training, before merging: set to 0 every mask entry with |w| > 0.5 for which Eq. 2.4
