@@ -244,8 +244,9 @@ class MSSVAE(BaseEstimator):
         the 3 nearest samples in the plane of the two), is folded into both: its genes join both
         gene sets and it is zeroed (``composite_factors_``).  Where two modules share genes, a fit
         can give the shared genes a latent of their own that mixes the two modules' factors
-        (docs/design.md, "Counts (NB)", item 22).  "auto" = 0.5 for either likelihood; None or False: off (both).  The decoder keeps
-        its own masks (``module_.W``); ``transform`` still returns every factor.
+        (docs/design.md, "Counts (NB)", item 22).  "auto" = 0.5 for either likelihood; None or
+        False: off (both).  The decoder keeps its own masks (``module_.W``); ``transform`` still
+        returns every factor.
     prune_masks : bool
         After training, before merging: set to 0 every mask entry with |w| > 0.5 for which Eq. 2.4
         is higher at w = 0, the rest of the model fixed (the spike-and-slab lasso's own
