@@ -253,3 +253,13 @@ def test_folded_composites_are_reported_and_survive_saving(tmp_path):
     again = MSSVAE.load(tmp_path / "m")
     assert again.composite_factors_ == model.composite_factors_
     np.testing.assert_array_equal(again.W_specific_["b"], Wb)
+    # Users see it: the fit summary of `mssvae fit` and AnnData's uns.
+    import anndata
+
+    from mssvae.cli import _fit_summary
+    from mssvae.io import write_anndata
+
+    assert "folded (a function of two factors jointly): b_2 into b_0 and b_1" in _fit_summary(model, 1.0)
+    adata = anndata.AnnData(X, obs={"study": study})
+    write_anndata(model, adata, "study")
+    assert list(adata.uns["mssvae"]["composite_factors"]) == ["b_2>b_0+b_1"]
