@@ -37,6 +37,16 @@ def platelet_data(seed: int):
                            random_state=seed)
 
 
+def saved_fit_and_data(description: str):
+    """For the probes that read a saved platelet-size fit: parse ``MODEL --seed S`` and return
+    (the simulation of that seed, the loaded model)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", type=Path)
+    p.add_argument("--seed", type=int, required=True, help="the simulation seed the model was fitted on")
+    a = p.parse_args()
+    return platelet_data(a.seed), MSSVAE.load(a.model)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subsample", type=float, default=1.0, help="feature_subsample of the fit")

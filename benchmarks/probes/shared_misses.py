@@ -12,7 +12,6 @@ estimated shared column that matches no true one well (a split, a union, or nois
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,19 +19,13 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from platelet_size import platelet_data  # noqa: E402
+from platelet_size import saved_fit_and_data  # noqa: E402
 
-from mssvae import MSSVAE  # noqa: E402
 from mssvae.metrics import active_columns, jaccard_matrix, support  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path)
-    p.add_argument("--seed", type=int, required=True, help="the simulation seed the model was fitted on")
-    a = p.parse_args()
-    sim = platelet_data(a.seed)
-    model = MSSVAE.load(a.model)
+    sim, model = saved_fit_and_data(__doc__)
     T = support(sim.W_shared)
     S = support(model.W_shared_)
     keep = active_columns(S, max_density=0.25)

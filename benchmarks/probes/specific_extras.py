@@ -15,7 +15,6 @@ and from the other estimated columns of the block (the same three).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -27,9 +26,8 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from platelet_size import platelet_data  # noqa: E402
+from platelet_size import saved_fit_and_data  # noqa: E402
 
-from mssvae import MSSVAE  # noqa: E402
 from mssvae.metrics import jaccard_matrix, support  # noqa: E402
 
 
@@ -53,12 +51,7 @@ def explain(y: np.ndarray, F: np.ndarray, names: list[str]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", type=Path)
-    p.add_argument("--seed", type=int, required=True, help="the simulation seed the model was fitted on")
-    a = p.parse_args()
-    sim = platelet_data(a.seed)
-    model = MSSVAE.load(a.model)
+    sim, model = saved_fit_and_data(__doc__)
     Z = model.transform(sim.X, sim.study)
     names = list(model.factor_names_)
     for lab, W_true in sim.W_specific.items():
