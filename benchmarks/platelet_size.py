@@ -38,13 +38,18 @@ def platelet_data(seed: int):
 
 
 def saved_fit_and_data(description: str):
-    """For the probes that read a saved platelet-size fit: parse ``MODEL --seed S`` and return
-    (the simulation of that seed, the loaded model)."""
+    """For the probes that read a saved fit: parse ``MODEL --seed S [--sim KEY=VALUE ...]`` and return
+    (the simulation of that seed, the loaded model).  Without ``--sim`` the simulation is the
+    platelet-size one; with it, ``simulate_rnaseq`` with those settings (as ``replicate.py --sim``)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
     p.add_argument("--seed", type=int, required=True, help="the simulation seed the model was fitted on")
+    p.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
+                   help="simulate_rnaseq setting of a replicate.py fit (default: the platelet size)")
     a = p.parse_args()
-    return platelet_data(a.seed), MSSVAE.load(a.model)
+    sim_settings = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in a.sim)}
+    sim = simulate_rnaseq(random_state=a.seed, **sim_settings) if sim_settings else platelet_data(a.seed)
+    return sim, MSSVAE.load(a.model)
 
 
 def main() -> None:

@@ -99,6 +99,8 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="model setting key=value")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--save-masks", default=None, help="folder for each seed's estimated W (.npz)")
+    p.add_argument("--save-models", default=None,
+                   help="folder for each seed's fitted model (MSSVAE.save, as seedS/), for the probes")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,6 +125,8 @@ def main() -> None:
                      W_module=model.module_.W.detach().cpu().numpy(),
                      study=np.searchsorted(model.studies_, sim.study),
                      **{f"W_{k}": v for k, v in model.W_specific_.items()})
+        if args.save_models:
+            model.save(Path(args.save_models) / f"seed{seed}", overwrite=True)
         res = evaluate_simulation(sim, model.W_shared_, model.W_specific_, Z_est=Z, random_state=seed,
                                   max_density=max_density)
         row = {"seed": seed, "kind": args.kind, "settings": json.dumps(settings),
