@@ -167,7 +167,8 @@ class MSSVAE(BaseEstimator):
         Adam learning rates for the networks and for W. None → Table 2 (NB: 0.001 and 0.01),
         except Gaussian lr = 0.003 rather than Table 2's 0.01 (measured: docs/results.md).
     lambda1 : float
-        Slab penalty λ1 (0.1).
+        Slab penalty λ1 (0.1, the paper's).  For counts from small cohorts (N ≈ 300) 1.0 recovered
+        more on the §4.2 simulation; at N = 600 it was mixed (docs/design.md, "Counts (NB)", item 23).
     lambda0 : (float, float, float)
         Spike penalties of the annealing schedule (1, 10, 15).
     anneal_fractions : (float, float)
