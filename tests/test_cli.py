@@ -124,6 +124,9 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     seen.clear()
     run("fit", csv_file, "--n-init", "3", "-o", tmp_path / "out")
     assert seen["n_init"] == 3
+    seen.clear()
+    run("fit", csv_file, "--lambda1", "1", "-o", tmp_path / "out")
+    assert seen["lambda1"] == 1.0
 
 
 def _bad_inputs(tmp_path):

@@ -322,6 +322,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
                    "auto: 0.5,0 for nb, 0.5 for gaussian (docs/design.md, items 16 and 18).")
 @click.option("--n-init", type=click.IntRange(min=1), default=None,
               help="Trainings from different seeds; the one with the highest Eq. 2.4 bound is kept (default 1).")
+@click.option("--lambda1", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Slab penalty λ1 (default 0.1, the paper's; 1 recovered more for counts at N = 285, "
+                   "docs/design.md item 23).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--lr-decay", type=_WARMUP, default=None,
@@ -356,7 +359,7 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
-        prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, kl_free, n_init, feature_subsample,
+        prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, kl_free, n_init, lambda1, feature_subsample,
         lr_decay, dispersion_init, dispersion_warmup, merge_dependent, prune_masks, min_anchors, seed, device,
         output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
@@ -383,7 +386,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     given = dict(likelihood=likelihood and likelihood.lower(), n_shared=n_shared, n_specific=n_specific,
                  hidden=hidden, max_epochs=epochs, batch_size=batch_size, lr=lr, lr_W=lr_W,
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
-                 kl_weight=kl_weight, kl_warmup=kl_warmup, kl_free=kl_free, n_init=n_init,
+                 kl_weight=kl_weight, kl_warmup=kl_warmup, kl_free=kl_free, n_init=n_init, lambda1=lambda1,
                  feature_subsample=feature_subsample, lr_decay=lr_decay, dispersion_init=dispersion_init,
                  dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent,
                  prune_masks=prune_masks, min_anchors=min_anchors, random_state=seed, device=device)
