@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from replicate import parse_seeds, parse_settings  # the script's folder is on sys.path
+from replicate import kind_setup, parse_seeds, parse_settings  # the script's folder is on sys.path
 
 from mssvae import MSSVAE
 from mssvae.metrics import evaluate_simulation
 from mssvae.model import restart_seeds
-from mssvae.simulate import simulate_gaussian, simulate_rnaseq
 
 SCORES = ("shared_consensus", "shared_relevance", "shared_recovery", "group_consensus", "group_relevance",
           "group_recovery", "n_shared_est")
@@ -58,9 +57,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     settings, sim_settings = parse_settings(a.set), parse_settings(a.sim)
-    simulate = simulate_gaussian if a.kind == "gaussian" else simulate_rnaseq
-    likelihood = "gaussian" if a.kind == "gaussian" else "nb"
-    max_density = None if a.kind == "gaussian" else 0.25
+    simulate, likelihood, max_density = kind_setup(a.kind)
     restarts = parse_seeds(a.restarts)
     rows = []
     for seed in parse_seeds(a.seeds):
