@@ -173,8 +173,11 @@ def test_model_files_refuse_hostile_pickles_other_versions_and_other_features(sm
     assert not marker.exists()
 
 
-def test_a_fit_with_feature_subsets_resumes_to_the_same_result(tmp_path):
-    # The feature subsets come from their own generator, saved in the checkpoint.
+@pytest.mark.parametrize("extra", [dict(feature_subsample=0.5), dict(lambda1="empirical", normalize_decoder=True)],
+                         ids=["feature-subsets", "empirical-lambda1"])
+def test_a_fit_with_feature_subsets_or_an_empirical_slab_resumes_to_the_same_result(tmp_path, extra):
+    # The feature subsets come from their own generator, and the empirical λ1 is a training state:
+    # both are saved in the checkpoint.
     import torch
 
     from mssvae import TrainingDivergedError
@@ -182,7 +185,7 @@ def test_a_fit_with_feature_subsets_resumes_to_the_same_result(tmp_path):
     torch.set_num_threads(1)
     X, study, _, _ = two_block_data(n=100)
     kw = dict(n_shared=3, n_specific=1, hidden=(8, 8), batch_size=32, max_epochs=6, random_state=3,
-              feature_subsample=0.5, device="cpu")   # exact resumption is a CPU promise (README)
+              device="cpu", **extra)   # exact resumption is a CPU promise (README)
     reference = MSSVAE(**kw).fit(X, study)
     broken = MSSVAE(**kw)
     broken._fault_injection = lambda epoch, step: epoch == 3   # stops after 3 checkpointed epochs
@@ -192,6 +195,7 @@ def test_a_fit_with_feature_subsets_resumes_to_the_same_result(tmp_path):
     resumed = MSSVAE(**kw).fit(X, study, checkpoint_dir=tmp_path, checkpoint_every=1)
     np.testing.assert_array_equal(resumed.W_shared_, reference.W_shared_)
     np.testing.assert_array_equal(resumed.W_specific_["s1"], reference.W_specific_["s1"])
+    assert resumed.lambda1_ == reference.lambda1_
 
 
 def test_each_kl_free_candidate_checkpoints_in_its_own_folder_and_a_finished_one_is_reloaded(tmp_path, caplog):

@@ -127,6 +127,9 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     seen.clear()
     run("fit", csv_file, "--lambda1", "1", "-o", tmp_path / "out")
     assert seen["lambda1"] == 1.0
+    seen.clear()
+    run("fit", csv_file, "--lambda1", "Empirical", "-o", tmp_path / "out")
+    assert seen["lambda1"] == "empirical"
 
 
 def _bad_inputs(tmp_path):

@@ -233,3 +233,22 @@ def test_variance_explained_credits_the_factors_that_carry_the_blocks(fitted_blo
     # a study's own factor explains nothing in the other study (its latent is 0 there)
     own = [n for n in fitted_blocks.factor_names_ if n.startswith("s0")]
     assert (ve.loc[own, "s1"].abs() < 1e-9).all()
+
+
+def test_an_empirical_slab_penalty_is_fitted_kept_and_saved(small_counts, tmp_path):
+    # lambda1="empirical": λ1 follows its M-step (1 / the p*-weighted mean |w| of the slab entries),
+    # capped at λ0 / 10; the fitted value is what pruning, the report and `score` use.
+    X, study = small_counts
+    m = MSSVAE(likelihood="nb", n_shared=3, n_specific=1, hidden=(16, 8), max_epochs=20, batch_size=30,
+               lambda1="empirical", random_state=0).fit(X, study)
+    lam = m.history_["lambda1"].to_numpy()
+    assert lam[0] <= 0.1 + 1e-7 and len(np.unique(lam)) > 2   # capped in the λ0 = 1 stage, then moves
+    assert (lam <= m.history_["lambda0"].to_numpy() / 10 + 1e-6).all()
+    assert m.lambda1_ == pytest.approx(lam[-1]) and m.lambda1_ != 0.1
+    fixed = MSSVAE(**{**m.get_params(), "lambda1": m.lambda1_})
+    fixed.__dict__.update({k: v for k, v in m.__dict__.items() if k.endswith("_") or k.startswith("_")})
+    assert m.score(X, study) == fixed.score(X, study)   # the bound is taken at the fitted λ1
+    m.save(tmp_path / "m")
+    loaded = MSSVAE.load(tmp_path / "m")
+    assert loaded.lambda1 == "empirical" and loaded.lambda1_ == m.lambda1_
+    assert loaded.score(X, study) == m.score(X, study)

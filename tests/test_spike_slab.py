@@ -5,7 +5,8 @@ import math
 import numpy as np
 import torch
 
-from mssvae.spike_slab import Lambda0Schedule, e_step, m_step_eta, ssl_log_prior
+from mssvae.spike_slab import (LAMBDA1_SPIKE_RATIO, Lambda0Schedule, e_step, m_step_eta, m_step_lambda1,
+                               ssl_log_density, ssl_log_prior)
 
 
 def hand_p_star(w, eta, lam0, lam1):
@@ -66,3 +67,31 @@ def test_lambda0_annealing_follows_appendix_c2():
     s = Lambda0Schedule()
     values = np.array([s(e, 100) for e in range(100)])
     assert (values[:5] == 1).all() and (values[5:30] == 10).all() and (values[30:] == 15).all()
+
+
+def test_empirical_lambda1_maximises_the_slab_terms_and_stays_below_the_spike():
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(50, 4, generator=gen, dtype=torch.float64) * 3.0
+    p, _ = e_step(W, torch.full((4,), 0.3, dtype=torch.float64), lambda0=15.0, lambda1=0.1)
+    lam = float(m_step_lambda1(W, p, lambda0=15.0))
+
+    def slab_terms(x):   # Σ p* (log x/2 − x|w|), the λ1-dependent part of Appendix B.2.1
+        return float((p * (math.log(x / 2) - x * W.abs())).sum())
+    grid = np.linspace(0.5 * lam, 1.5 * lam, 101)
+    assert max(grid, key=slab_terms) == min(grid, key=lambda x: abs(x - lam))
+    # Entries far inside the spike's scale would ask for λ1 above λ0 / 10: held at the cap.
+    tiny = torch.full((5, 2), 1e-3, dtype=torch.float64)
+    assert float(m_step_lambda1(tiny, torch.ones(5, 2, dtype=torch.float64), 15.0)) == 15.0 / LAMBDA1_SPIKE_RATIO
+
+
+def test_a_lambda1_on_the_device_gives_the_same_prior_as_a_number():
+    gen = torch.Generator().manual_seed(1)
+    W = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    eta = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    lam_t = torch.tensor(0.37, dtype=torch.float64)
+    p_f, l_f = e_step(W, eta, 15.0, 0.37)
+    p_t, l_t = e_step(W, eta, 15.0, lam_t)
+    assert torch.allclose(p_f, p_t) and torch.allclose(l_f, l_t)
+    assert torch.allclose(ssl_log_prior(W, p_f, l_f, eta, 1.0, 30.0, 15.0, 0.37),
+                          ssl_log_prior(W, p_t, l_t, eta, 1.0, 30.0, 15.0, lam_t))
+    assert torch.allclose(ssl_log_density(W, eta, 15.0, 0.37), ssl_log_density(W, eta, 15.0, lam_t))

@@ -83,6 +83,7 @@ _DISPERSION_INIT = _WordOrNumber({w: w for w in ("auto", "moments")}, _positive,
 _MERGE_THRESHOLD = _WordOrNumber({"auto": "auto", "off": False}, lambda x: 0 < x <= 1, "a number in (0, 1]")
 _WARMUP = _WordOrNumber({"auto": "auto"}, lambda x: 0 <= x <= 1, "a number in [0, 1]")
 _KL_WEIGHT = _WordOrNumber({"auto": "auto"}, _positive, "a positive number")
+_LAMBDA1 = _WordOrNumber({"empirical": "empirical"}, _positive, "a positive number")
 
 
 class _KlFree(click.ParamType):
@@ -220,6 +221,8 @@ def _fit_summary(model, seconds: float) -> list[str]:
         lines.append(f"set aside (fewer than {model.min_anchors} anchor genes): {', '.join(model.redundant_factors_)}")
     for c, a, b in getattr(model, "composite_factors_", []):
         lines.append(f"folded (a function of two factors jointly): {c} into {a} and {b}")
+    if model.lambda1 == "empirical":
+        lines.append(f"slab penalty λ1 (empirical): {model.lambda1_:.3g}")
     scores = getattr(model, "candidate_scores_", {})
     if scores:
         each = ", ".join(f"kl_free={k:g}: {v:.2f}" for k, v in scores.items())
@@ -322,9 +325,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
                    "auto: 0.5,0 for nb, 0.5 for gaussian (docs/design.md, items 16 and 18).")
 @click.option("--n-init", type=click.IntRange(min=1), default=None,
               help="Trainings from different seeds; the one with the highest Eq. 2.4 bound is kept (default 1).")
-@click.option("--lambda1", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Slab penalty λ1 (default 0.1, the paper's; 1 recovered more for counts at N = 285, "
-                   "docs/design.md item 23).")
+@click.option("--lambda1", type=_LAMBDA1, default=None,
+              help="Slab penalty λ1: a positive number (default 0.1, the paper's) or empirical (its M-step, "
+                   "needs the normalized decoder; docs/design.md items 23-24).")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--lr-decay", type=_WARMUP, default=None,

@@ -92,6 +92,7 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "composite_factors": [f"{c}>{a}+{b}" for c, a, b in getattr(model, "composite_factors_", [])],
         "pruned_entries": int(getattr(model, "pruned_entries_", 0)),
         "kl_free": float("nan") if getattr(model, "kl_free_", None) is None else float(model.kl_free_),
+        "lambda1": float(model.lambda1_),   # the slab penalty used: the fitted one for lambda1="empirical"
         # Keys as text: h5ad stores string-keyed mappings.
         "candidate_scores": {f"{k:g}": float(v) for k, v in getattr(model, "candidate_scores_", {}).items()},
         "init_scores": np.asarray(getattr(model, "init_scores_", []), dtype=float),

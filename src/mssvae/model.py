@@ -92,6 +92,8 @@ LR_DECAY_SUBSAMPLED = 0.2
 # in every fit where it changed anything and lowered none: Gaussian §4.1 (10 seeds), NB at N = 600
 # and N = 285 (docs/design.md, "Counts (NB)", item 11).
 MERGE_THRESHOLD = 0.5
+# The slab penalty of Appendix C.2.1; `lambda1="empirical"` starts from it (docs/design.md, item 24).
+LAMBDA1_PAPER = 0.1
 SUPPORT_THRESHOLD = 0.5  # a feature belongs to factor k iff |W_jk| > 0.5 (§5); used everywhere
 
 # Defaults per likelihood: Table 2 of the paper (Gaussian column; RNA column for NB), except the
@@ -141,6 +143,13 @@ def _auto(value, name: str, auto, expected: str):
     return value
 
 
+def _last_lambda1(history: pd.DataFrame, s: dict) -> float:
+    """The λ1 a fit ended with: its last epoch's empirical value, or the fixed one."""
+    if s["lambda1_empirical"] and len(history):
+        return float(history["lambda1"].iloc[-1])
+    return s["lambda1"]
+
+
 class MSSVAE(BaseEstimator):
     """Multi-study sparse variational autoencoder (Moran & Krishnan).
 
@@ -166,9 +175,11 @@ class MSSVAE(BaseEstimator):
     lr, lr_W : float or None
         Adam learning rates for the networks and for W. None → Table 2 (NB: 0.001 and 0.01),
         except Gaussian lr = 0.003 rather than Table 2's 0.01 (measured: docs/results.md).
-    lambda1 : float
+    lambda1 : float or "empirical"
         Slab penalty λ1 (0.1, the paper's).  For counts from small cohorts (N ≈ 300) 1.0 recovered
         more on the §4.2 simulation; at N = 600 it was mixed (docs/design.md, "Counts (NB)", item 23).
+        "empirical": λ1 follows its M-step, 1 / the p*-weighted mean |w| of the slab entries, at
+        every step (from 0.1, at most λ0 / 10; needs ``normalize_decoder=True``, item 24).
     lambda0 : (float, float, float)
         Spike penalties of the annealing schedule (1, 10, 15).
     anneal_fractions : (float, float)
@@ -306,7 +317,7 @@ class MSSVAE(BaseEstimator):
     studies_ : list of study labels (sorted);  n_features_in_ : int;  feature_names_in_ : ndarray
     factor_names_ : list of str, columns of ``transform`` output
     noise_variance_ : ndarray (n_features,) (Gaussian);  inverse_dispersion_ : ndarray (NB)
-    history_ : pandas.DataFrame, one row per epoch: the loss and each term, λ0, active columns
+    history_ : pandas.DataFrame, one row per epoch: the loss and each term, λ0, λ1, active columns
     merged_factors_ : list of lists of factor names, each a merged group, the kept factor first
     merged_groups_ : the same as column indices of ``transform``'s output
     redundant_factors_ : list of factor names set aside by ``min_anchors``;  redundant_columns_ : their indices
@@ -321,11 +332,12 @@ class MSSVAE(BaseEstimator):
     factor_kl_ : ndarray (K_S + Σ K_m,), mean KL of each factor's posterior from its prior, in
         nats, over the samples that own it; ≈ 0 for factors the model does not use
     prior_weight_ : float, the prior weight at the last step;  device_ : str;  converged_ : bool
+    lambda1_ : float, the slab penalty used (the fitted one for ``lambda1="empirical"``)
     module_ : the fitted torch module
     """
 
     def __init__(self, n_shared=None, n_specific=None, likelihood="gaussian", hidden=None, max_epochs=None,
-                 batch_size=512, lr=None, lr_W=None, lambda1=0.1, lambda0=(1.0, 10.0, 15.0),
+                 batch_size=512, lr=None, lr_W=None, lambda1=LAMBDA1_PAPER, lambda0=(1.0, 10.0, 15.0),
                  anneal_fractions=(0.05, 0.25), a=1.0, b=None, prior_weight="auto", prior_scale=DEFAULT_PRIOR_SCALE,
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free="auto",
                  n_init=1, feature_subsample=1.0, lr_decay="auto", normalize_decoder=None,
@@ -387,7 +399,6 @@ class MSSVAE(BaseEstimator):
         s["batch_size"] = val.check_positive_int(self.batch_size, "batch_size")
         s["lr"] = val.check_positive_float(pick(self.lr, "lr"), "lr")
         s["lr_W"] = val.check_positive_float(pick(self.lr_W, "lr_W"), "lr_W")
-        s["lambda1"] = val.check_positive_float(self.lambda1, "lambda1")
         s["schedule"] = Lambda0Schedule(val.check_lambda0(self.lambda0),
                                         val.check_anneal_fractions(self.anneal_fractions))
         s["a"] = val.check_positive_float(self.a, "a")
@@ -406,6 +417,15 @@ class MSSVAE(BaseEstimator):
         s["kl_free"] = _kl_free_candidates(self.kl_free, likelihood, s["kl_weight"])
         s["n_init"] = val.check_positive_int(self.n_init, "n_init")
         s["normalize_decoder"] = val.check_bool(pick(self.normalize_decoder, "normalize_decoder"), "normalize_decoder")
+        s["lambda1_empirical"] = isinstance(self.lambda1, str) and self.lambda1 == "empirical"
+        if s["lambda1_empirical"] and not s["normalize_decoder"]:
+            raise ValueError("`lambda1='empirical'` needs normalize_decoder=True: with the paper's decoder the "
+                             "likelihood does not fix the scale of W, so a slab fitted to |W| would shrink it "
+                             "without end (docs/design.md, item 24)")
+        if isinstance(self.lambda1, str) and not s["lambda1_empirical"]:
+            raise ValueError(f"`lambda1` must be a positive number or 'empirical'; got {self.lambda1!r}")
+        # An empirical λ1 starts at the paper's 0.1 (and the first annealing stage caps it there).
+        s["lambda1"] = LAMBDA1_PAPER if s["lambda1_empirical"] else val.check_positive_float(self.lambda1, "lambda1")
         merge = self.merge_dependent
         if isinstance(merge, str) and merge == "auto":
             merge = MERGE_THRESHOLD
@@ -545,7 +565,8 @@ class MSSVAE(BaseEstimator):
                 self.init_scores_[r] = kept["score"]
             if best is None or kept["score"] > best["score"]:
                 best, self.candidate_scores_ = kept, scores
-        for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_", "init_seed_"):
+        for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_", "init_seed_",
+                    "lambda1_"):
             setattr(self, key, best[key])
         W = self.module_.W.detach().cpu().numpy()
         # transform needs only the module, not the fitted attributes
@@ -582,7 +603,7 @@ class MSSVAE(BaseEstimator):
                 per_feature_prior=s["prior_per_feature"] and s["prior_weight"] is None,
                 feature_fraction=s["feature_subsample"], kl_weight=s["kl_weight"], feature_seed=seed,
                 noise_warmup=s["dispersion_warmup"], kl_warmup=s["kl_warmup"], kl_free=kl_free,
-                lr_decay=s["lr_decay"],
+                lr_decay=s["lr_decay"], lambda1_empirical=s["lambda1_empirical"],
             )
             rank = _rank() or 0
             if rank:
@@ -599,20 +620,22 @@ class MSSVAE(BaseEstimator):
             except TrainingDivergedError as err:
                 self.converged_, self.kl_free_, self.init_seed_ = False, kl_free, seed
                 self.history_ = pd.DataFrame(err.history)
+                self.lambda1_ = _last_lambda1(self.history_, s)
                 self._set_fitted_attributes(s)
                 raise
         history = pd.DataFrame(result.history)
         prior_weight = float(history["prior_weight"].iloc[-1]) if len(history) else s["prior_weight"]
+        self.lambda1_ = _last_lambda1(history, s)   # set here: `score` compares candidates with it
         pruned = 0
         if s["prune_masks"]:
-            drop = map_prune(module, Xt, st, s["schedule"].values[-1], s["lambda1"], prior_weight,
+            drop = map_prune(module, Xt, st, s["schedule"].values[-1], self.lambda1_, prior_weight,
                              chunk_size=self._feature_chunk(1024), threshold=SUPPORT_THRESHOLD)
             with torch.no_grad():
                 module.W[drop] = 0.0
             pruned = int(drop.sum())
         return {"module_": module, "history_": history, "prior_weight_": prior_weight,
                 "converged_": result.converged, "pruned_entries_": pruned, "kl_free_": kl_free,
-                "init_seed_": seed, "score": -math.inf}
+                "init_seed_": seed, "lambda1_": self.lambda1_, "score": -math.inf}
 
     def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int):
         """(resume state or None, epoch-end callback) for ``fit(checkpoint_dir=...)``."""
@@ -719,6 +742,10 @@ class MSSVAE(BaseEstimator):
                 module.encoder_library.mean.bias.fill_(lib_mean)
                 module.encoder_library.log_var.bias.fill_(math.log(lib_var))
 
+    def _fitted_lambda1(self) -> float:
+        """The slab penalty of this fit: ``lambda1_``, or the hyperparameter when no fit has set it."""
+        return float(getattr(self, "lambda1_", None) or self.lambda1)
+
     def _feature_chunk(self, batch: int) -> int | None:
         """Features per decoder chunk for batches of ``batch`` samples (training and inference alike;
         unchunked, 1024 samples × 5000 genes × hidden 64 is 1.3 GB per activation)."""
@@ -732,7 +759,7 @@ class MSSVAE(BaseEstimator):
         with torch.no_grad():
             W = module.W.detach().cpu()
             eta = module.eta.detach().cpu()
-            p_star, _ = e_step(W, eta, schedule.values[-1], float(self.lambda1))
+            p_star, _ = e_step(W, eta, schedule.values[-1], self._fitted_lambda1())
         W, p_star, eta = W.numpy().astype(np.float64), p_star.numpy(), eta.numpy()
         # Factors that are functions of one another become one gene set, the union; then columns
         # without two anchor genes are set aside, and composites of two factors are folded into
@@ -835,7 +862,7 @@ class MSSVAE(BaseEstimator):
     def _score_settings(self) -> dict:
         """The prior settings that Eq. 2.4 needs, from the hyperparameters and the data priors."""
         s = self._settings(list(self.studies_), self.n_features_in_, 1)
-        return dict(lambda0=s["schedule"].values[-1], lambda1=s["lambda1"], a=s["a"], b=s["b"],
+        return dict(lambda0=s["schedule"].values[-1], lambda1=self._fitted_lambda1(), a=s["a"], b=s["b"],
                     noise_prior=self._data_priors.get("noise"), library_prior=self._data_priors.get("library"))
 
     @torch.no_grad()
@@ -944,6 +971,7 @@ class MSSVAE(BaseEstimator):
             "redundant_columns": [int(c) for c in getattr(self, "redundant_columns_", [])],
             "composite_columns": [[int(c) for c in t] for t in getattr(self, "composite_columns_", [])],
             "pruned_entries": int(getattr(self, "pruned_entries_", 0)),
+            "lambda1": self._fitted_lambda1(),
             "kl_free": getattr(self, "kl_free_", None),
             "candidate_scores": [[float(k), float(v)] for k, v in getattr(self, "candidate_scores_", {}).items()],
             "init_scores": np.asarray(getattr(self, "init_scores_", [])).tolist(),
@@ -1006,6 +1034,8 @@ class MSSVAE(BaseEstimator):
         # Models saved before composites were folded have none: they load as they were reported.
         model.composite_columns_ = [[int(c) for c in t] for t in meta.get("composite_columns", [])]
         model.pruned_entries_ = int(meta.get("pruned_entries", 0))
+        # Saved before λ1 could be empirical: the hyperparameter is the value used.
+        model.lambda1_ = float(meta.get("lambda1", params["lambda1"]))
         model.kl_free_ = meta.get("kl_free")
         model.candidate_scores_ = {k: v for k, v in meta.get("candidate_scores", [])}
         model.init_scores_ = np.asarray(meta.get("init_scores", []), dtype=float)

@@ -19,6 +19,16 @@ import torch
 # back to life if its entries grow past ~2 (see `e_step`), which is the behaviour we want.
 _ETA_EPS = 1e-12
 
+# The empirical slab penalty is kept at least this many times below the spike's, so that "slab" and
+# "spike" stay two distinct scales (at λ0 = 1, the first annealing stage, this is the paper's 0.1).
+LAMBDA1_SPIKE_RATIO = 10.0
+LAMBDA1_MIN = 1e-3
+
+
+def _log(x):
+    """log of a float or of a 0-dim tensor (an empirical λ1 stays on the device)."""
+    return torch.log(x) if torch.is_tensor(x) else math.log(x)
+
 
 @dataclass(frozen=True)
 class Lambda0Schedule:
@@ -47,6 +57,7 @@ def e_step(W: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float):
     ----------
     W : (G, K) tensor, current mask (treated as a constant: pass ``W.detach()``).
     eta : (K,) tensor, current column inclusion rates.
+    lambda1 : float or 0-dim tensor (an empirical λ1, see :func:`m_step_lambda1`).
 
     Returns
     -------
@@ -58,7 +69,7 @@ def e_step(W: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float):
     # overflow exp(): logit p* = log η/(1-η) + log λ1/λ0 + (λ0 - λ1)|w|.
     logit = (
         torch.log(eta) - torch.log1p(-eta)
-        + math.log(lambda1 / lambda0)
+        + _log(lambda1 / lambda0)
         + (lambda0 - lambda1) * W.abs()
     )
     p_star = torch.sigmoid(logit)
@@ -77,10 +88,27 @@ def m_step_eta(p_star: torch.Tensor, a: float, b: float) -> torch.Tensor:
     return eta.clamp(_ETA_EPS, 1.0 - torch.finfo(eta.dtype).eps)
 
 
+def m_step_lambda1(W: torch.Tensor, p_star: torch.Tensor, lambda0: float) -> torch.Tensor:
+    """Empirical-Bayes M-step for the slab penalty: λ1 = Σ p*_jk / Σ p*_jk |w_jk|.
+
+    The maximiser of the slab terms of Appendix B.2.1, Σ p* (log λ1/2 − λ1|w|), over λ1: one over
+    the p*-weighted mean |w| of the entries in the slab.  The paper fixes λ1 = 0.1, a Laplace slab
+    of mean 10, while the slab entries of fitted NB models average |w| ≈ 2.6–2.9 (docs/design.md,
+    item 24).  Kept in [LAMBDA1_MIN, λ0 / LAMBDA1_SPIKE_RATIO].  Meaningful only when the
+    likelihood fixes the scale of W (``normalize_decoder=True``): otherwise a smaller W costs
+    nothing, and λ1 would chase it.
+
+    W, p_star : (G, K).  Returns a 0-dim tensor on W's device (no host sync).
+    """
+    W = W.detach()
+    lam = p_star.sum() / (p_star * W.abs()).sum().clamp_min(1e-12)
+    return lam.clamp(LAMBDA1_MIN, lambda0 / LAMBDA1_SPIKE_RATIO)
+
+
 def ssl_log_density(w: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float) -> torch.Tensor:
     """log p(w | η) = log[η λ1/2 e^{−λ1|w|} + (1 − η) λ0/2 e^{−λ0|w|}] (§2.2), elementwise: the prior of one
     entry with γ summed out (mssvae.pruning compares it at w and at 0)."""
-    slab = torch.log(eta) + math.log(lambda1 / 2.0) - lambda1 * w.abs()
+    slab = torch.log(eta) + _log(lambda1 / 2.0) - lambda1 * w.abs()
     spike = torch.log1p(-eta) + math.log(lambda0 / 2.0) - lambda0 * w.abs()
     return torch.logaddexp(slab, spike)
 
@@ -114,7 +142,7 @@ def ssl_log_prior(
     eta = eta.clamp(_ETA_EPS, 1.0 - torch.finfo(eta.dtype).eps)
     scaled = lambda_star if row_weight is None else lambda_star * row_weight.unsqueeze(-1)
     penalty = -(scaled * W.abs()).sum()
-    normalisers = (p_star * math.log(lambda1 / 2.0) + (1.0 - p_star) * math.log(lambda0 / 2.0)).sum()
+    normalisers = (p_star * _log(lambda1 / 2.0) + (1.0 - p_star) * math.log(lambda0 / 2.0)).sum()
     n_in = p_star.sum(0)
     eta_terms = ((n_in + a - 1.0) * torch.log(eta) + (G - n_in + b - 1.0) * torch.log1p(-eta)).sum()
     return penalty + normalisers + eta_terms

@@ -18,7 +18,7 @@ import torch
 from torch import distributed as dist
 
 from .module import LossTerms, MSSVAEModule
-from .spike_slab import Lambda0Schedule, m_step_eta
+from .spike_slab import Lambda0Schedule, m_step_eta, m_step_lambda1
 
 # Smoothing of the running Fisher information that sets a calibrated prior weight (~100 steps).
 INFO_DECAY = 0.99
@@ -61,6 +61,7 @@ class TrainingConfig:
     feature_seed: int = 0             # seeds the feature subsets: the same on every DDP rank
     noise_warmup: float = 0.0         # share of the epochs with one noise parameter for all features
     lr_decay: float = 0.0             # share of the last epochs over which every learning rate falls to 0
+    lambda1_empirical: bool = False   # λ1 from its M-step at every step (starting at ``lambda1``)
 
 
 @dataclass
@@ -163,6 +164,11 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     weight_t = torch.tensor(prior_weight or 0.0, dtype=torch.float64, device=device)
     sums = torch.zeros(len(TERM_NAMES), dtype=torch.float64, device=device)
     bad = torch.zeros((), dtype=torch.bool, device=device)
+    # The slab penalty: a constant, or (lambda1_empirical) a device scalar its M-step updates in place.
+    lambda1_t = torch.tensor(cfg.lambda1, dtype=X.dtype, device=device)
+    if resume is not None and "lambda1" in resume[0]:
+        lambda1_t.copy_(resume[0]["lambda1"])
+    lambda1 = lambda1_t if cfg.lambda1_empirical else cfg.lambda1
     row_info = None  # running per-feature Fisher information (per_feature_prior)
     if resume is not None and "row_info" in resume[0]:
         row_info = resume[0]["row_info"].to(device)
@@ -190,6 +196,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         if row_info is not None:
             tensors["row_info"] = row_info
         tensors["rng.features"] = feature_gen.get_state()
+        tensors["lambda1"] = lambda1_t.detach().cpu()
         return tensors, meta
 
     def step(idx, features, lambda0: float, kl_now: float, tie_noise: bool, poison: bool = False) -> None:
@@ -201,7 +208,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             pw = weight_t.to(X.dtype)
         with autocast(device, cfg.autocast_dtype, cache=not graphs):
             terms, p_star = net(
-                X[idx], study[idx], weight, sampler.n_total, lambda0, cfg.lambda1, cfg.a, cfg.b,
+                X[idx], study[idx], weight, sampler.n_total, lambda0, lambda1, cfg.a, cfg.b,
                 pw, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                 None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
                 kl_now, tie_noise, kl_free=cfg.kl_free, groups=groups,
@@ -233,6 +240,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         with torch.no_grad():
             # M-step for η with the p* of this step's E-step (Appendix B.2.1).
             module.eta.copy_(m_step_eta(p_star, cfg.a, cfg.b))
+            if cfg.lambda1_empirical:
+                lambda1_t.copy_(m_step_lambda1(module.W, p_star, lambda0))
             sums.add_(torch.stack([getattr(terms, k).detach().double() for k in TERM_NAMES]))
 
     runner = _GraphStep(step) if graphs else None
@@ -276,11 +285,12 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 sums /= world
             # The epoch's one look at the device: its sums, the flag, the weight and the active columns.
             active = (module.W.detach().abs() > ACTIVE_THRESHOLD).any(0)
-            readout = torch.cat([sums, info_t.view(1), weight_t.view(1), bad.double().view(1),
+            readout = torch.cat([sums, info_t.view(1), weight_t.view(1), lambda1_t.double().view(1),
+                                 bad.double().view(1),
                                  active[: module.n_shared].sum().double().view(1),
                                  active[module.n_shared:].sum().double().view(1)]).tolist()
             sums.zero_()
-            *totals, info_now, weight_now, is_bad, n_shared_on, n_specific_on = readout
+            *totals, info_now, weight_now, lambda1_now, is_bad, n_shared_on, n_specific_on = readout
             if is_bad:
                 module.load_state_dict(dict(zip(module.state_dict(), last_good)))
                 result.converged = False
@@ -295,8 +305,9 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             if cfg.prior_weight is None:
                 info_ema, prior_weight = info_now, weight_now
             record = {k: v / sampler.steps_per_epoch for k, v in zip(TERM_NAMES, totals)}
-            record.update(epoch=epoch, lambda0=lambda0, prior_weight=prior_weight, kl_weight=kl_now,
-                          lr_factor=lr_factor, active_shared=int(n_shared_on), active_specific=int(n_specific_on))
+            record.update(epoch=epoch, lambda0=lambda0, lambda1=lambda1_now, prior_weight=prior_weight,
+                          kl_weight=kl_now, lr_factor=lr_factor, active_shared=int(n_shared_on),
+                          active_specific=int(n_specific_on))
             result.history.append(record)
             with torch.no_grad():
                 for dst, src in zip(last_good, module.state_dict().values()):
