@@ -121,6 +121,10 @@ def test_plot_history_panels_and_stage_marks():
     assert sorted(ln.get_xdata()[0] for ln in vlines) == [1, 6]  # λ0: 1 → 10 → 15
     kl_labels = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
     assert kl_labels == ["kl_shared", "kl_specific"]  # kl_library is all 0 (Gaussian): skipped
+    # λ1 (recorded since it can be empirical) shares the penalties' panel with λ0, on a log scale
+    fig = plot_history(_history().assign(lambda1=np.linspace(0.1, 0.5, 20)))
+    assert [t.get_text() for t in fig.axes[5].get_legend().get_texts()] == ["λ0 (spike)", "λ1 (slab)"]
+    assert fig.axes[5].get_yscale() == "log"
 
 
 def test_plot_history_accepts_uns_dict_and_missing_columns():

@@ -5,8 +5,15 @@ import math
 import numpy as np
 import torch
 
-from mssvae.spike_slab import (LAMBDA1_SPIKE_RATIO, Lambda0Schedule, e_step, m_step_eta, m_step_lambda1,
-                               ssl_log_density, ssl_log_prior)
+from mssvae.spike_slab import (
+    LAMBDA1_SPIKE_RATIO,
+    Lambda0Schedule,
+    e_step,
+    m_step_eta,
+    m_step_lambda1,
+    ssl_log_density,
+    ssl_log_prior,
+)
 
 
 def hand_p_star(w, eta, lam0, lam1):

@@ -290,8 +290,9 @@ def plot_history(history, title: str | None = None):
 
     Six panels: the loss; the log-likelihood; the KL terms (shared, specific, library); the
     log-priors (masks, noise); the numbers of active shared/specific columns (any |W| > 0.5);
-    and λ0.  Changes of the λ0 annealing stage are marked by dashed vertical lines in every
-    panel.  Terms not recorded (e.g. ``kl_library`` for a Gaussian fit, where it is 0) are skipped.
+    and the penalties λ0 and λ1 (log scale; λ1 moves only with ``lambda1="empirical"``).  Changes of
+    the λ0 annealing stage are marked by dashed vertical lines in every panel.  Terms not recorded
+    (e.g. ``kl_library`` for a Gaussian fit, where it is 0) are skipped.
 
     Returns
     -------
@@ -312,7 +313,7 @@ def plot_history(history, title: str | None = None):
         ("KL", ["kl_shared", "kl_specific", "kl_library"], None),
         ("log-prior", ["log_prior_masks", "log_prior_noise"], None),
         ("active columns", ["active_shared", "active_specific"], None),
-        ("λ0", ["lambda0"], None),
+        ("penalties", ["lambda0", "lambda1"], "λ0, λ1"),
     ]
     fig = _new_figure((12.0, 6.5))
     axes = fig.subplots(2, 3, sharex=True).ravel()
@@ -326,7 +327,8 @@ def plot_history(history, title: str | None = None):
                 continue
             drawn += 1
             kw = {"drawstyle": "steps-post"} if c.startswith("active") or c == "lambda0" else {}
-            label = "active_specific (all studies)" if c == "active_specific" else c
+            label = {"active_specific": "active_specific (all studies)", "lambda0": "λ0 (spike)",
+                     "lambda1": "λ1 (slab)"}.get(c, c)
             ax.plot(epoch, y, label=label, linewidth=1.2, **kw)
         if drawn == 0:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
@@ -334,6 +336,8 @@ def plot_history(history, title: str | None = None):
             ax.legend(fontsize=7)
         for e in changes:
             ax.axvline(e, color="grey", linestyle="--", linewidth=0.8)
+        if name == "penalties" and drawn:
+            ax.set_yscale("log")
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(ylabel or name, fontsize=8)
     for ax in axes[3:]:
