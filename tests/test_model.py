@@ -252,3 +252,12 @@ def test_an_empirical_slab_penalty_is_fitted_kept_and_saved(small_counts, tmp_pa
     loaded = MSSVAE.load(tmp_path / "m")
     assert loaded.lambda1 == "empirical" and loaded.lambda1_ == m.lambda1_
     assert loaded.score(X, study) == m.score(X, study)
+
+
+def test_a_slab_penalty_per_annealing_stage_is_used_stage_by_stage(small_counts):
+    X, study = small_counts
+    m = MSSVAE(likelihood="nb", n_shared=3, n_specific=1, hidden=(16, 8), max_epochs=20, batch_size=30,
+               lambda1=(0.1, 1.0, 0.2), random_state=0).fit(X, study)
+    by_stage = m.history_.groupby("lambda0")["lambda1"].unique()
+    assert [list(np.round(v, 6)) for v in by_stage] == [[0.1], [1.0], [0.2]]   # λ0 = 1, 10, 15
+    assert m.lambda1_ == pytest.approx(0.2)   # the last stage's: pruning and `score` use it

@@ -147,7 +147,7 @@ def _last_lambda1(history: pd.DataFrame, s: dict) -> float:
     """The λ1 a fit ended with: its last epoch's empirical value, or the fixed one."""
     if s["lambda1_empirical"] and len(history):
         return float(history["lambda1"].iloc[-1])
-    return s["lambda1"]
+    return float(s["lambda1"][-1]) if isinstance(s["lambda1"], tuple) else s["lambda1"]
 
 
 class MSSVAE(BaseEstimator):
@@ -423,9 +423,16 @@ class MSSVAE(BaseEstimator):
                              "likelihood does not fix the scale of W, so a slab fitted to |W| would shrink it "
                              "without end (docs/design.md, item 24)")
         if isinstance(self.lambda1, str) and not s["lambda1_empirical"]:
-            raise ValueError(f"`lambda1` must be a positive number or 'empirical'; got {self.lambda1!r}")
-        # An empirical λ1 starts at the paper's 0.1 (and the first annealing stage caps it there).
-        s["lambda1"] = LAMBDA1_PAPER if s["lambda1_empirical"] else val.check_positive_float(self.lambda1, "lambda1")
+            raise ValueError(f"`lambda1` must be a positive number, 3 of them or 'empirical'; got {self.lambda1!r}")
+        if s["lambda1_empirical"]:   # it starts at the paper's 0.1 (and the first annealing stage caps it there)
+            s["lambda1"] = LAMBDA1_PAPER
+        elif isinstance(self.lambda1, (tuple, list)):   # one per λ0 annealing stage
+            if len(self.lambda1) != 3:
+                raise ValueError(f"`lambda1` must have 3 values (the annealing stages) or one; "
+                                 f"got {tuple(self.lambda1)}")
+            s["lambda1"] = tuple(val.check_positive_float(v, f"lambda1[{i}]") for i, v in enumerate(self.lambda1))
+        else:
+            s["lambda1"] = val.check_positive_float(self.lambda1, "lambda1")
         merge = self.merge_dependent
         if isinstance(merge, str) and merge == "auto":
             merge = MERGE_THRESHOLD
@@ -1008,8 +1015,8 @@ class MSSVAE(BaseEstimator):
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{tensor_file} could not be read: {err}") from None
         params = meta["params"]
-        for key in ("hidden", "lambda0", "anneal_fractions"):
-            if params.get(key) is not None:
+        for key in ("hidden", "lambda0", "anneal_fractions", "lambda1"):
+            if isinstance(params.get(key), list):
                 params[key] = tuple(params[key])
         params["device"] = device
         # Saved before lr_decay existed: those fits trained at constant rates.

@@ -41,13 +41,15 @@ class Lambda0Schedule:
     values: tuple[float, float, float] = (1.0, 10.0, 15.0)
     fractions: tuple[float, float] = (0.05, 0.25)
 
-    def __call__(self, epoch: int, max_epochs: int) -> float:
+    def stage(self, epoch: int, max_epochs: int) -> int:
+        """0, 1 or 2: the annealing stage of ``epoch``."""
         progress = epoch / max_epochs
         if progress < self.fractions[0]:
-            return float(self.values[0])
-        if progress < self.fractions[0] + self.fractions[1]:
-            return float(self.values[1])
-        return float(self.values[2])
+            return 0
+        return 1 if progress < self.fractions[0] + self.fractions[1] else 2
+
+    def __call__(self, epoch: int, max_epochs: int) -> float:
+        return float(self.values[self.stage(epoch, max_epochs)])
 
 
 def e_step(W: torch.Tensor, eta: torch.Tensor, lambda0: float, lambda1: float):

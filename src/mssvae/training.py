@@ -40,7 +40,7 @@ class TrainingConfig:
     batch_size: int
     lr: float
     lr_W: float
-    lambda1: float
+    lambda1: float | tuple[float, float, float]   # a constant, or one value per λ0 annealing stage
     schedule: Lambda0Schedule
     a: float
     b: float
@@ -62,6 +62,12 @@ class TrainingConfig:
     noise_warmup: float = 0.0         # share of the epochs with one noise parameter for all features
     lr_decay: float = 0.0             # share of the last epochs over which every learning rate falls to 0
     lambda1_empirical: bool = False   # λ1 from its M-step at every step (starting at ``lambda1``)
+
+    def lambda1_at(self, epoch: int) -> float:
+        """The fixed slab penalty of this epoch (the starting value when it is empirical)."""
+        if isinstance(self.lambda1, tuple):
+            return float(self.lambda1[self.schedule.stage(epoch, self.max_epochs)])
+        return float(self.lambda1)
 
 
 @dataclass
@@ -164,11 +170,11 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     weight_t = torch.tensor(prior_weight or 0.0, dtype=torch.float64, device=device)
     sums = torch.zeros(len(TERM_NAMES), dtype=torch.float64, device=device)
     bad = torch.zeros((), dtype=torch.bool, device=device)
-    # The slab penalty: a constant, or (lambda1_empirical) a device scalar its M-step updates in place.
-    lambda1_t = torch.tensor(cfg.lambda1, dtype=X.dtype, device=device)
+    # The slab penalty of the step: a number per annealing stage, or (lambda1_empirical) this device
+    # scalar, which its M-step updates in place; it also carries a fixed λ1 to the history.
+    lambda1_t = torch.tensor(cfg.lambda1_at(start), dtype=X.dtype, device=device)
     if resume is not None and "lambda1" in resume[0]:
         lambda1_t.copy_(resume[0]["lambda1"])
-    lambda1 = lambda1_t if cfg.lambda1_empirical else cfg.lambda1
     row_info = None  # running per-feature Fisher information (per_feature_prior)
     if resume is not None and "row_info" in resume[0]:
         row_info = resume[0]["row_info"].to(device)
@@ -199,8 +205,10 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         tensors["lambda1"] = lambda1_t.detach().cpu()
         return tensors, meta
 
-    def step(idx, features, lambda0: float, kl_now: float, tie_noise: bool, poison: bool = False) -> None:
-        """One optimiser step on the batch X[idx] (and the features ``features``), without a host sync."""
+    def step(idx, features, lambda0: float, lambda1: float | None, kl_now: float, tie_noise: bool,
+             poison: bool = False) -> None:
+        """One optimiser step on the batch X[idx] (and the features ``features``), without a host sync;
+        ``lambda1`` None: the empirical λ1 on the device."""
         nonlocal row_info
         pw = cfg.prior_weight
         if pw is None:
@@ -208,7 +216,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             pw = weight_t.to(X.dtype)
         with autocast(device, cfg.autocast_dtype, cache=not graphs):
             terms, p_star = net(
-                X[idx], study[idx], weight, sampler.n_total, lambda0, lambda1, cfg.a, cfg.b,
+                X[idx], study[idx], weight, sampler.n_total, lambda0, lambda1_t if lambda1 is None else lambda1,
+                cfg.a, cfg.b,
                 pw, cfg.noise_prior, cfg.library_prior, cfg.chunk_size,
                 None if row_info is None else (row_info / row_info.mean()).to(X.dtype), features,
                 kl_now, tie_noise, kl_free=cfg.kl_free, groups=groups,
@@ -254,6 +263,9 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     try:
         for epoch in iterator:
             lambda0 = cfg.schedule(epoch, cfg.max_epochs)
+            lambda1 = None if cfg.lambda1_empirical else cfg.lambda1_at(epoch)
+            if lambda1 is not None:
+                lambda1_t.fill_(lambda1)
             kl_now = kl_weight_at(epoch, cfg.max_epochs, cfg.kl_weight, cfg.kl_warmup)
             lr_factor = lr_factor_at(epoch, cfg.max_epochs, cfg.lr_decay)
             for group, base in zip(optim.param_groups, base_lrs):
@@ -268,7 +280,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 draws = [torch.randperm(G, generator=feature_gen)[:n_features_step].sort().values
                          for _ in range(sampler.steps_per_epoch)]
                 subsets = _to_device(torch.stack(draws), device)
-            key = (lambda0, kl_now, epoch < warm_epochs)
+            key = (lambda0, lambda1, kl_now, epoch < warm_epochs)
             # During a KL ramp the weight changes every epoch, and a graph per epoch would cost more
             # than it saves: those epochs run eagerly.  (The learning rates are device tensors
             # under graphs, so their decay needs no new graph.)
@@ -459,7 +471,7 @@ class _GraphStep:
     A step launches about a thousand small kernels; at the platelet size most of them take a few
     microseconds on an H200, so launching them from Python sets the pace.  Replaying a captured
     graph launches them all at once.  A graph bakes in its Python constants, so one is captured
-    per (λ0, KL weight, tied noise) key: three or four per fit, since λ0 takes three values (the
+    per (λ0, fixed λ1, KL weight, tied noise) key: three or four per fit, since λ0 takes three values (the
     epochs of a KL ramp, whose weight changes every epoch, run eagerly).  The batch indices and
     feature subsets are copied into static buffers before each replay; the calibrated prior weight,
     the history sums and the NaN flag are device tensors the step updates in place.  Before each
@@ -535,7 +547,7 @@ def _probe_information(module, X, study, sampler, weight, cfg) -> float:
     idx = torch.as_tensor(np.concatenate([np.resize(g, sampler.per_study) for g in sampler.groups]), device=X.device)
     module.eval()
     with torch.no_grad():
-        terms, _ = module.loss(X[idx], study[idx], weight, sampler.n_total, 1.0, cfg.lambda1, cfg.a, cfg.b,
+        terms, _ = module.loss(X[idx], study[idx], weight, sampler.n_total, 1.0, cfg.lambda1_at(0), cfg.a, cfg.b,
                                0.0, cfg.noise_prior, cfg.library_prior, cfg.chunk_size)
     module.train()
     return float(terms.fisher_info)
