@@ -95,8 +95,8 @@ def m_step_lambda1(W: torch.Tensor, p_star: torch.Tensor, lambda0: float) -> tor
 
     The maximiser of the slab terms of Appendix B.2.1, Σ p* (log λ1/2 − λ1|w|), over λ1: one over
     the p*-weighted mean |w| of the entries in the slab.  The paper fixes λ1 = 0.1, a Laplace slab
-    of mean 10, while the slab entries of fitted NB models average |w| ≈ 2.6–2.9 (docs/design.md,
-    item 24).  Kept in [LAMBDA1_MIN, λ0 / LAMBDA1_SPIKE_RATIO].  Meaningful only when the
+    of mean 10, while the slab entries of NB models fitted with it average |w| ≈ 2.6–2.9
+    (docs/design.md, items 23–24).  Kept in [LAMBDA1_MIN, λ0 / LAMBDA1_SPIKE_RATIO].  Meaningful only when the
     likelihood fixes the scale of W (``normalize_decoder=True``): otherwise a smaller W costs
     nothing, and λ1 would chase it.
 
