@@ -28,13 +28,17 @@ def test_each_rank_draws_its_share_of_a_balanced_batch_with_unbiased_weights():
     assert one.weight.sum() == pytest.approx(100) and two.weight.sum() == pytest.approx(100)
 
 
-def test_two_gloo_ranks_stay_in_step_and_recover_the_blocks_like_one_process(tmp_path):
+def _two_ranks(tmp_path, *args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path)]
+           str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (np.load(tmp_path / f"rank{r}.npz") for r in (0, 1))
+    return [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
+
+
+def test_two_gloo_ranks_stay_in_step_and_recover_the_blocks_like_one_process(tmp_path):
+    r0, r1 = _two_ranks(tmp_path)
     # W and η identical on both ranks: gradients averaged, E-step and η M-step computed from them
     for key in ("W", "eta", "loss", "weight"):
         assert np.array_equal(r0[key], r1[key]), key
@@ -47,3 +51,11 @@ def test_two_gloo_ranks_stay_in_step_and_recover_the_blocks_like_one_process(tmp
         assert jaccard_matrix(support(truth), support(W)).max(1).min() >= 0.9
     # the same objective on the same scale (each is an estimate of the per-sample bound)
     assert r0["loss"][-1] == pytest.approx(single.history_["loss"].iloc[-1], rel=0.1)
+
+
+def test_an_empirical_slab_penalty_stays_the_same_on_every_rank(tmp_path):
+    # λ1's M-step reads W and p*, which are identical on the ranks: no extra all-reduce is needed.
+    r0, r1 = _two_ranks(tmp_path, "empirical")
+    for key in ("W", "eta", "lambda1"):
+        assert np.array_equal(r0[key], r1[key]), key
+    assert len(np.unique(r0["lambda1"])) > 2
