@@ -19,11 +19,13 @@ def _counts(n=240):
 
 
 @cuda
-@pytest.mark.parametrize("subsample", [1.0, 0.5])
-def test_graph_replay_trains_like_eager_steps(monkeypatch, subsample):
+@pytest.mark.parametrize("extra", [dict(feature_subsample=1.0), dict(feature_subsample=0.5),
+                                   dict(lambda1="empirical")], ids=["all-features", "subsets", "empirical-lambda1"])
+def test_graph_replay_trains_like_eager_steps(monkeypatch, extra):
+    # An empirical λ1 is a device scalar the captured step updates in place, as it does η.
     X, study = _counts()
     kw = dict(likelihood="nb", n_shared=3, n_specific=1, hidden=(16, 16), max_epochs=30, batch_size=64,
-              kl_free=0.5, device="cuda", precision="fp32", feature_subsample=subsample, random_state=0)
+              kl_free=0.5, device="cuda", precision="fp32", random_state=0, **extra)
     graphs = MSSVAE(**kw).fit(X, study)
     monkeypatch.setenv("MSSVAE_CUDA_GRAPHS", "0")
     eager = MSSVAE(**kw).fit(X, study)
@@ -32,6 +34,7 @@ def test_graph_replay_trains_like_eager_steps(monkeypatch, subsample):
     assert a["loss"].iloc[0] == pytest.approx(b["loss"].iloc[0], rel=1e-5)
     assert a["loss"].iloc[-1] == pytest.approx(b["loss"].iloc[-1], rel=0.02)
     assert a["prior_weight"].iloc[-1] == pytest.approx(b["prior_weight"].iloc[-1], rel=0.02)
+    assert a["lambda1"].iloc[-1] == pytest.approx(b["lambda1"].iloc[-1], rel=0.02)
     assert np.isfinite(a[["loss", "log_lik", "prior_weight"]].to_numpy()).all()
 
 
