@@ -130,6 +130,9 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     seen.clear()
     run("fit", csv_file, "--lambda1", "Empirical", "-o", tmp_path / "out")
     assert seen["lambda1"] == "empirical"
+    seen.clear()
+    run("fit", csv_file, "--lambda1", "0.1,1,0.1", "-o", tmp_path / "out")
+    assert seen["lambda1"] == (0.1, 1.0, 0.1)
 
 
 def _bad_inputs(tmp_path):
@@ -168,6 +171,8 @@ def _bad_inputs(tmp_path):
     (["ok.csv", "--prior-weight", "-1"], "--prior-weight"),
     (["ok.csv", "--merge-dependent", "2"], "--merge-dependent"),
     (["ok.csv", "--dispersion-init", "poisson"], "--dispersion-init"),
+    (["ok.csv", "--lambda1", "0.1,1"], "--lambda1"),
+    (["ok.csv", "--lambda1", "empirical"], "needs normalize_decoder=True"),   # the Gaussian default
 ])
 def test_fit_bad_input_is_a_one_line_error(tmp_path, args, fragment):
     _bad_inputs(tmp_path)

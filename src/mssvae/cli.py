@@ -83,7 +83,6 @@ _DISPERSION_INIT = _WordOrNumber({w: w for w in ("auto", "moments")}, _positive,
 _MERGE_THRESHOLD = _WordOrNumber({"auto": "auto", "off": False}, lambda x: 0 < x <= 1, "a number in (0, 1]")
 _WARMUP = _WordOrNumber({"auto": "auto"}, lambda x: 0 <= x <= 1, "a number in [0, 1]")
 _KL_WEIGHT = _WordOrNumber({"auto": "auto"}, _positive, "a positive number")
-_LAMBDA1 = _WordOrNumber({"empirical": "empirical"}, _positive, "a positive number")
 
 
 class _KlFree(click.ParamType):
@@ -102,6 +101,25 @@ class _KlFree(click.ParamType):
             numbers = (float("nan"),)
         if not all(0 <= x < float("inf") for x in numbers):
             self.fail(f"{value!r} is not auto or non-negative numbers such as 0.5 or 0.5,0", param, ctx)
+        return numbers[0] if len(numbers) == 1 else numbers
+
+
+class _Lambda1(click.ParamType):
+    """"empirical", "0.1" → 0.1, or "0.1,1,0.1" → (0.1, 1.0, 0.1): one λ1 per λ0 annealing stage."""
+
+    name = "empirical|FLOAT[,FLOAT,FLOAT]"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):   # a default, or a value already converted
+            return value
+        if value.strip().lower() == "empirical":
+            return "empirical"
+        try:
+            numbers = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            numbers = (float("nan"),)
+        if len(numbers) not in (1, 3) or not all(map(_positive, numbers)):
+            self.fail(f"{value!r} is not empirical, a positive number or three (one per λ0 stage)", param, ctx)
         return numbers[0] if len(numbers) == 1 else numbers
 
 
@@ -325,9 +343,10 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
                    "auto: 0.5,0 for nb, 0.5 for gaussian (docs/design.md, items 16 and 18).")
 @click.option("--n-init", type=click.IntRange(min=1), default=None,
               help="Trainings from different seeds; the one with the highest Eq. 2.4 bound is kept (default 1).")
-@click.option("--lambda1", type=_LAMBDA1, default=None,
-              help="Slab penalty λ1: a positive number (default 0.1, the paper's) or empirical (its M-step, "
-                   "needs the normalized decoder; docs/design.md items 23-24).")
+@click.option("--lambda1", type=_Lambda1(), default=None,
+              help="Slab penalty λ1: a positive number (default 0.1, the paper's), three (one per λ0 annealing "
+                   "stage, e.g. 0.1,1,0.1) or empirical (its M-step; needs the normalized decoder). "
+                   "docs/design.md items 23-24.")
 @click.option("--feature-subsample", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Share of the features each training step evaluates, scaled to stay unbiased (default 1).")
 @click.option("--lr-decay", type=_WARMUP, default=None,

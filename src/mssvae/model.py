@@ -176,10 +176,11 @@ class MSSVAE(BaseEstimator):
         Adam learning rates for the networks and for W. None → Table 2 (NB: 0.001 and 0.01),
         except Gaussian lr = 0.003 rather than Table 2's 0.01 (measured: docs/results.md).
     lambda1 : float, (float, float, float) or "empirical"
-        Slab penalty λ1 (0.1, the paper's); three values: one per λ0 annealing stage.  For counts from small cohorts (N ≈ 300) 1.0 recovered
-        more on the §4.2 simulation; at N = 600 it was mixed (docs/design.md, "Counts (NB)", item 23).
-        "empirical": λ1 follows its M-step, 1 / the p*-weighted mean |w| of the slab entries, at
-        every step (from 0.1, at most λ0 / 10; needs ``normalize_decoder=True``, item 24).
+        Slab penalty λ1 (0.1, the paper's); three values: one per λ0 annealing stage.  For counts
+        from small cohorts (N ≈ 300) 1.0 recovered more on the §4.2 simulation; at N = 600 it was
+        mixed (docs/design.md, "Counts (NB)", item 23).  "empirical": λ1 follows its M-step, 1 / the
+        p*-weighted mean |w| of the slab entries, at every step (from 0.1, at most λ0 / 10; needs
+        ``normalize_decoder=True``, item 24).
     lambda0 : (float, float, float)
         Spike penalties of the annealing schedule (1, 10, 15).
     anneal_fractions : (float, float)
