@@ -85,42 +85,32 @@ _WARMUP = _WordOrNumber({"auto": "auto"}, lambda x: 0 <= x <= 1, "a number in [0
 _KL_WEIGHT = _WordOrNumber({"auto": "auto"}, _positive, "a positive number")
 
 
-class _KlFree(click.ParamType):
-    """"auto", "0.5" → 0.5, or "0.5,0" → (0.5, 0.0): the kl_free value of each fit to try."""
+class _WordOrNumbers(click.ParamType):
+    """A word, or comma-separated numbers: "0.5" → 0.5, "0.5,0" → (0.5, 0.0).
 
-    name = "auto|FLOAT[,FLOAT...]"
+    ``counts``: how many numbers are allowed (None: any); ``valid`` checks each number."""
 
-    def convert(self, value, param, ctx):
-        if not isinstance(value, str):   # a default, or a value already converted
-            return value
-        if value.strip().lower() == "auto":
-            return "auto"
-        try:
-            numbers = tuple(float(v) for v in value.split(","))
-        except ValueError:
-            numbers = (float("nan"),)
-        if not all(0 <= x < float("inf") for x in numbers):
-            self.fail(f"{value!r} is not auto or non-negative numbers such as 0.5 or 0.5,0", param, ctx)
-        return numbers[0] if len(numbers) == 1 else numbers
-
-
-class _Lambda1(click.ParamType):
-    """"empirical", "0.1" → 0.1, or "0.1,1,0.1" → (0.1, 1.0, 0.1): one λ1 per λ0 annealing stage."""
-
-    name = "empirical|FLOAT[,FLOAT,FLOAT]"
+    def __init__(self, word: str, valid, counts: tuple[int, ...] | None, expected: str):
+        self.word, self.valid, self.counts, self.expected = word, valid, counts, expected
+        self.name = f"{word}|FLOAT[,FLOAT...]"
 
     def convert(self, value, param, ctx):
         if not isinstance(value, str):   # a default, or a value already converted
             return value
-        if value.strip().lower() == "empirical":
-            return "empirical"
+        if value.strip().lower() == self.word:
+            return self.word
         try:
             numbers = tuple(float(v) for v in value.split(","))
         except ValueError:
             numbers = (float("nan"),)
-        if len(numbers) not in (1, 3) or not all(map(_positive, numbers)):
-            self.fail(f"{value!r} is not empirical, a positive number or three (one per λ0 stage)", param, ctx)
+        if (self.counts is not None and len(numbers) not in self.counts) or not all(map(self.valid, numbers)):
+            self.fail(f"{value!r} is not {self.word} or {self.expected}", param, ctx)
         return numbers[0] if len(numbers) == 1 else numbers
+
+
+# kl_free: the value of each fit to try; lambda1: one number, or one per λ0 annealing stage.
+_KL_FREE = _WordOrNumbers("auto", lambda x: 0 <= x < float("inf"), None, "non-negative numbers such as 0.5 or 0.5,0")
+_LAMBDA1 = _WordOrNumbers("empirical", _positive, (1, 3), "a positive number or three (one per λ0 stage)")
 
 
 class _NSpecific(click.ParamType):
@@ -337,13 +327,13 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--kl-warmup", type=_WARMUP, default=None,
               help="Share of the epochs over which the KL multiplier rises from 1 to --kl-weight: a number "
                    "in [0, 1] (default 0) or auto (the λ0 annealing period, 0.3).")
-@click.option("--kl-free", type=_KlFree(), default=None,
+@click.option("--kl-free", type=_KL_FREE, default=None,
               help="Nats per sample a factor's KL must pass before the weight above 1 acts on it; several "
                    "values (0.5,0) fit once per value and keep the fit with the higher Eq. 2.4 bound. Default "
                    "auto: 0.5,0 for nb, 0.5 for gaussian (docs/design.md, items 16 and 18).")
 @click.option("--n-init", type=click.IntRange(min=1), default=None,
               help="Trainings from different seeds; the one with the highest Eq. 2.4 bound is kept (default 1).")
-@click.option("--lambda1", type=_Lambda1(), default=None,
+@click.option("--lambda1", type=_LAMBDA1, default=None,
               help="Slab penalty λ1: a positive number (default 0.1, the paper's), three (one per λ0 annealing "
                    "stage, e.g. 0.1,1,0.1) or empirical (its M-step; needs the normalized decoder). "
                    "docs/design.md items 23-24.")
