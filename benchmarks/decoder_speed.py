@@ -17,6 +17,10 @@ Issue 9, goals 1 and 2, measured in one run so that the ratios share the machine
    features per step (their rows of W and of the per-feature weights gathered inside the timed
    step), grouped when --studies is given.  That is per step, so per epoch, the decoder work of
    training against the loop's all-G decoding: an algorithmic saving, not the same arithmetic.
+4. --fused (GPU, needs triton): the same step with `MSSVAE_FUSED_DECODER=1`, the hidden path as one
+   Triton kernel (`mssvae.fused_decoder`), plain and (with --studies) grouped, all features in one
+   chunk unless --fused-chunk says otherwise; the row also records how far its loss and W's
+   gradient are from the unfused step's in the same run (relative max difference).
 
 Each timing is the median of --repeats runs after one warm-up.
 """
@@ -24,7 +28,9 @@ Each timing is the median of --repeats runs after one warm-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import platform
 import statistics
 import time
@@ -61,14 +67,19 @@ def gemm_peak(n: int, repeats: int, device: str = "cpu", dtype=torch.float32) ->
     return 2 * n**3 / _median_time(lambda: a @ b, repeats) / 1e9
 
 
+def dec_total(dec: MaskedDecoder, grouped):
+    def total(z, V1, V2, b2, zg, W, vh, vs, bias):
+        return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized,
+                              None if grouped is None else (zg, grouped[0].study_columns)).sum()
+    return total
+
+
 def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, grouped=None, n_subsample=None):
     """``grouped = (module, study slices)``: the first layer as training runs it on a batch sorted by study.
 
     ``n_subsample``: each step decodes a new random subset of that many features (`feature_subsample`).
     """
-    def total(z, V1, V2, b2, zg, W, vh, vs, bias):
-        return decoder_output(z, W, vh, vs, bias, V1, V2, b2, dec.normalized,
-                              None if grouped is None else (zg, grouped[0].study_columns)).sum()
+    total = dec_total(dec, grouped)
 
     def step():
         dec.zero_grad(set_to_none=True)
@@ -82,6 +93,37 @@ def decoder_step(dec: MaskedDecoder, z, W, chunk, autocast_dtype=None, grouped=N
             zg, V1g = (z, V1) if grouped is None else grouped[0].grouped_latent(z, grouped[1])
             chunked_sum(total, (z, V1g, V2, b2, zg), per_feature, (0, 0, 0, 0), chunk).backward()
     return step
+
+
+@contextlib.contextmanager
+def fused(on: bool):
+    old = os.environ.get("MSSVAE_FUSED_DECODER")
+    os.environ["MSSVAE_FUSED_DECODER"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MSSVAE_FUSED_DECODER"]
+        else:
+            os.environ["MSSVAE_FUSED_DECODER"] = old
+
+
+def fused_agreement(dec, z, W, chunk, fused_chunk, autocast_dtype, grouped) -> tuple[float, float]:
+    """Relative max difference of the summed output and of W's gradient, fused against unfused."""
+    results = []
+    for on, c in ((False, chunk), (True, fused_chunk)):
+        with fused(on):
+            dec.zero_grad(set_to_none=True)
+            W.grad = None
+            with autocast(z.device, autocast_dtype):
+                V1, V2, b2 = dec.weights()
+                zg, V1g = (z, V1) if grouped is None else grouped[0].grouped_latent(z, grouped[1])
+                out = dec_total(dec, grouped)(z, V1g, V2, b2, zg, W, dec.v_hidden, dec.v_skip, dec.bias)
+            out.backward()
+            results.append((out.detach().float(), W.grad.detach().clone()))
+    (o0, g0), (o1, g1) = results
+    return (float((o1 - o0).abs() / o0.abs().clamp_min(1e-12)),
+            float((g1 - g0).abs().max() / g0.abs().max().clamp_min(1e-12)))
 
 
 def loop_step(dec: MaskedDecoder, z, W, autocast_dtype=None):
@@ -120,6 +162,9 @@ def main() -> None:
     p.add_argument("--shared", type=int, default=50, help="K_S, with --studies")
     p.add_argument("--subsample", type=float, default=None,
                    help="F < 1: also time the step of feature_subsample=F (grouped with --studies)")
+    p.add_argument("--fused", action="store_true",
+                   help="also time the fused Triton decoder (MSSVAE_FUSED_DECODER=1; a GPU and triton)")
+    p.add_argument("--fused-chunk", type=int, default=None, help="features per chunk of the fused step (all)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     if a.threads:
@@ -155,6 +200,15 @@ def main() -> None:
     n_sub = None if a.subsample is None else math.ceil(a.subsample * G)
     t_sub = float("nan") if n_sub is None else _median_time(
         decoder_step(dec, z, W, chunk, dtype if cuda else None, grouped, n_sub), a.repeats)
+    t_fused = t_fused_grouped = err_out = err_grad = float("nan")
+    if a.fused:
+        fchunk = a.fused_chunk or G
+        with fused(True):
+            t_fused = _median_time(decoder_step(dec, z, W, fchunk, dtype if cuda else None), a.repeats)
+            if grouped is not None:
+                t_fused_grouped = _median_time(decoder_step(dec, z, W, fchunk, dtype if cuda else None, grouped),
+                                               a.repeats)
+        err_out, err_grad = fused_agreement(dec, z, W, chunk, fchunk, dtype if cuda else None, grouped)
     peak_after = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)  # the machine's state may drift during the run
     peak = max(peak, peak_after)
     row = dict(
@@ -167,6 +221,9 @@ def main() -> None:
         grouped_speedup_vs_loop=round(t_loop / t_grouped, 1), grouped_vs_plain=round(t_step / t_grouped, 2),
         subsample=a.subsample, subsampled_step_seconds=round(t_sub, 3),
         subsampled_speedup_vs_loop=round(t_loop / t_sub, 1),
+        fused_step_seconds=round(t_fused, 4), fused_share_of_peak=round(flops / t_fused / 1e9 / peak, 3),
+        fused_grouped_step_seconds=round(t_fused_grouped, 4), fused_vs_plain=round(t_step / t_fused, 2),
+        fused_rel_diff_output=err_out, fused_rel_diff_grad_W=err_grad,
         device=torch.cuda.get_device_name(dev) if cuda else "cpu", dtype=str(dtype).replace("torch.", ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     )

@@ -1,5 +1,13 @@
+import os
+
 import numpy as np
 import pytest
+import torch
+
+# Without a GPU, the fused decoder's Triton kernels (tests/test_fused_decoder.py) run in Triton's CPU
+# interpreter, which is chosen when triton is first imported: so here, before any test imports it.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def two_block_data(n=500, G=40, seed=0, noise=0.5):

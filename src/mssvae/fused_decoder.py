@@ -57,6 +57,7 @@ class _FusedHidden(torch.autograd.Function):
     @staticmethod
     def forward(ctx, zg, Wg, V1g, V2, b2, vh):
         k = _kernels()
+        dtype = zg.dtype   # the kernels compute in fp32 (bf16 products on a GPU) and return this
         M, r, Kg = zg.shape
         g, H1, H2 = Wg.shape[1], V1g.shape[2], V2.shape[0]
         blk = _blocks(Kg, H1, H2)
@@ -72,7 +73,7 @@ class _FusedHidden(torch.autograd.Function):
         if store:
             ctx.save_for_backward(zg, Wg, V1g, V2t, vh, h2)
             ctx.sizes = (M, r, g, Kg, H1, H2, n_mb, dt, blk)
-        return out
+        return out.to(dtype)
 
     @staticmethod
     def backward(ctx, dF):

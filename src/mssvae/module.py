@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import fused_decoder
 from . import likelihoods as lk
 from .spike_slab import e_step, ssl_log_prior
 
@@ -140,6 +141,13 @@ def decoder_output(z, W, v_hidden, v_skip, bias, V1, V2, b2, normalized: bool,
         norm = torch.sqrt((v_hidden**2).sum(1, keepdim=True) + (v_skip**2).sum(1, keepdim=True)).clamp_min(1e-8)
         v_hidden, v_skip = v_hidden / norm, v_skip / norm
     B, (g, K) = z.shape[0], W.shape
+    if fused_decoder.active(z):   # the same hidden path in one kernel, nothing (B·g, H1) in memory
+        if grouped is None:
+            hidden = fused_decoder.hidden(z[None], W[None], V1.t()[None], V2, b2, v_hidden)
+        else:
+            zg, cols = grouped
+            hidden = fused_decoder.hidden(zg, W[:, cols].permute(1, 0, 2), V1, V2, b2, v_hidden)
+        return hidden.reshape(B, g) + z @ (v_skip * W).t() + bias
     if grouped is None:
         h = (z.unsqueeze(1) * W.unsqueeze(0)).reshape(B * g, K) @ V1.t()
     else:

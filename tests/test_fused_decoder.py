@@ -1,0 +1,92 @@
+"""The fused decoder kernel (issue 9, goal 4) computes the decoder of Appendix B.1 and its gradients.
+
+Run here under Triton's CPU interpreter, with fp32 products (on a GPU the products take bf16 inputs;
+decoder_speed.py --fused measures that agreement there).  Skipped where triton is not installed.
+"""
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")   # on a CPU, conftest.py has switched on Triton's interpreter
+
+from mssvae import fused_decoder  # noqa: E402
+from mssvae.module import decoder_output  # noqa: E402
+
+from test_module import make_module  # noqa: E402  (tests/ is on sys.path under pytest)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def fused_on(monkeypatch):
+    monkeypatch.setenv(fused_decoder.ENV, "1")
+
+
+def hidden_by_layers(zg, Wg, V1g, V2, b2, vh):
+    c = zg.unsqueeze(2) * Wg.unsqueeze(1)                                  # (M, r, g, Kg)
+    h1 = torch.relu(torch.einsum("mrgk,mkh->mrgh", c, V1g))
+    return (torch.relu(h1 @ V2.t() + b2) * vh).sum(-1)
+
+
+@pytest.mark.parametrize("M,r,Kg,g,H1,H2", [
+    (1, 20, 16, 5, 32, 16),     # every size a multiple of the kernel's blocks
+    (3, 70, 17, 7, 130, 20),    # padding in every dimension, two row blocks, three blocks of H1
+])
+def test_fused_hidden_path_and_its_six_gradients_equal_the_layer_by_layer_computation(M, r, Kg, g, H1, H2):
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(M, r, Kg), (M, g, Kg), (M, Kg, H1), (H2, H1), (H2,), (g, H2)]
+    scales = [1.0, 1.0, 0.3, 0.2, 0.1, 1.0]
+    ins = [(torch.randn(s, generator=gen) * a).to(DEVICE).requires_grad_() for s, a in zip(shapes, scales)]
+    upstream = torch.randn(M, r, g, generator=gen).to(DEVICE)
+    out = fused_decoder.hidden(*ins)
+    grads = torch.autograd.grad((out * upstream).sum(), ins)
+    ref = hidden_by_layers(*ins)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), ins)
+    assert out.shape == (M, r, g)
+    # Both the ReLUs' kinks and the sums' order differ, so equal up to fp32 rounding.
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    for name, a, b in zip(["zg", "Wg", "V1g", "V2", "b2", "v_hidden"], grads, ref_grads):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()), msg=name)
+
+
+@pytest.mark.parametrize("likelihood,normalize,sizes", [
+    ("nb", True, (3, 3, 3)),          # grouped first layer (balanced batch)
+    ("gaussian", False, (3, 2, 3)),   # plain layout
+])
+def test_training_objective_and_every_gradient_are_the_same_with_the_fused_decoder(
+        monkeypatch, likelihood, normalize, sizes):
+    m = make_module(likelihood, normalize).train()
+    study = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    groups = [slice(e - n, e) for n, e in zip(sizes, torch.tensor(sizes).cumsum(0).tolist())]
+    n = len(study)
+    x = (torch.rand(n, 7, dtype=torch.float64) * 5).round()
+    prior = {"gaussian": ((2.0, 1.0), None), "nb": (None, (0.0, 1.0))}[likelihood]
+    out = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv(fused_decoder.ENV, flag)
+        m.zero_grad()
+        torch.manual_seed(1)
+        terms, _ = m.loss(x, study, torch.ones(n, dtype=torch.float64), n, 10.0, 0.1, 1.0, 7.0, 2.0, *prior,
+                          chunk_size=3, groups=groups)
+        terms.loss.backward()
+        out.append((terms.loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}))
+    (loss0, g0), (loss1, g1) = out
+    assert loss1 != loss0            # the fused path ran (fp32 kernels against the fp64 module)
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=0)
+    assert g0.keys() == g1.keys()
+    # fp32 rounding reaches every gradient on the scale of the largest (a bias before a batch norm has
+    # an exact gradient of 0, and gets that rounding alone).
+    scale = max(float(g.abs().max()) for g in g0.values())
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_the_fused_path_is_off_unless_asked_for_and_never_taken_on_a_plain_cpu(monkeypatch):
+    z = torch.zeros(2, 3)
+    monkeypatch.delenv(fused_decoder.ENV, raising=False)
+    assert not fused_decoder.active(z)
+    monkeypatch.setenv(fused_decoder.ENV, "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not fused_decoder.active(z)       # a CPU tensor without the interpreter: the matrix products
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert fused_decoder.active(z)
