@@ -8,10 +8,10 @@ import torch
 
 triton = pytest.importorskip("triton")   # on a CPU, conftest.py has switched on Triton's interpreter
 
+from test_module import make_module  # noqa: E402  (tests/ is on sys.path under pytest)
+
 from mssvae import fused_decoder  # noqa: E402
 from mssvae.module import decoder_output  # noqa: E402
-
-from test_module import make_module  # noqa: E402  (tests/ is on sys.path under pytest)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -27,11 +27,16 @@ def hidden_by_layers(zg, Wg, V1g, V2, b2, vh):
     return (torch.relu(h1 @ V2.t() + b2) * vh).sum(-1)
 
 
-@pytest.mark.parametrize("M,r,Kg,g,H1,H2", [
-    (1, 20, 16, 5, 32, 16),     # every size a multiple of the kernel's blocks
-    (3, 70, 17, 7, 130, 20),    # padding in every dimension, two row blocks, three blocks of H1
+@pytest.mark.parametrize("M,r,Kg,g,H1,H2,bwd_tiles", [
+    (1, 20, 16, 5, 32, 16, None),        # every size a multiple of the kernel's blocks
+    (3, 70, 17, 7, 130, 20, None),       # padding in every dimension, two row blocks, three blocks of H1
+    (2, 40, 17, 9, 64, 16, (16, 16)),    # the backward tiled unlike the forward (the h2 it reads is shared)
 ])
-def test_fused_hidden_path_and_its_six_gradients_equal_the_layer_by_layer_computation(M, r, Kg, g, H1, H2):
+def test_fused_hidden_path_and_its_six_gradients_equal_the_layer_by_layer_computation(
+        monkeypatch, M, r, Kg, g, H1, H2, bwd_tiles):
+    if bwd_tiles:
+        monkeypatch.setitem(fused_decoder.CONFIG, "bwd", dict(BM=bwd_tiles[0], BH1=bwd_tiles[1], num_warps=4))
+        monkeypatch.setitem(fused_decoder.CONFIG, "fwd", dict(BM=16, num_warps=4))
     gen = torch.Generator().manual_seed(0)
     shapes = [(M, r, Kg), (M, g, Kg), (M, Kg, H1), (H2, H1), (H2,), (g, H2)]
     scales = [1.0, 1.0, 0.3, 0.2, 0.1, 1.0]
@@ -90,3 +95,20 @@ def test_the_fused_path_is_off_unless_asked_for_and_never_taken_on_a_plain_cpu(m
     assert not fused_decoder.active(z)       # a CPU tensor without the interpreter: the matrix products
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert fused_decoder.active(z)
+
+
+def test_a_decoder_too_large_for_the_kernels_takes_the_matrix_products(fused_on):
+    # The forward keeps V1 and V2 on chip: beyond fused_decoder.MAX_RESIDENT entries it cannot, and
+    # decoder_output computes the same function unfused (bit for bit the plain path).
+    assert fused_decoder.supports(80, 256, 128) and fused_decoder.supports(110, 64, 64)
+    assert not fused_decoder.supports(80, 512, 128)
+    gen = torch.Generator().manual_seed(0)
+    z, W = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    vh, vs, bias = torch.randn(5, 128, generator=gen), torch.randn(5, 3, generator=gen), torch.randn(5, generator=gen)
+    V1, V2 = torch.randn(512, 3, generator=gen), torch.randn(128, 512, generator=gen)
+    b2 = torch.randn(128, generator=gen)
+    fused = decoder_output(z, W, vh, vs, bias, V1, V2, b2, normalized=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(fused_decoder.ENV, "0")
+        plain = decoder_output(z, W, vh, vs, bias, V1, V2, b2, normalized=True)
+    assert torch.equal(fused, plain)

@@ -14,7 +14,8 @@ h2 (needed by the backward, H2 ≤ H1 values a row); the backward recomputes lay
 Every partial sum is written to its own slot of a buffer and summed by the caller, never
 accumulated with atomics, so results are deterministic.  ``DT`` is the dtype the products take
 their inputs in (bf16 on a GPU, fp32 in Triton's CPU interpreter, whose bf16 is not usable);
-accumulation is always fp32.
+accumulation is always fp32.  ``PREC`` is "ieee" for fp32 products (as torch's matmul, which does not
+use TF32 unless asked to) and "tf32" (ignored) for bf16 ones.
 """
 import triton
 import triton.language as tl
@@ -22,46 +23,49 @@ import triton.language as tl
 
 @triton.jit
 def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
-                r, g, Kg, H1, H2, n_mb,
-                BM: tl.constexpr, KP: tl.constexpr, BH1: tl.constexpr, H2P: tl.constexpr,
-                DT: tl.constexpr, STORE_H2: tl.constexpr):
-    # program: (study m, block mb of BM rows) × feature j
+                r, g, Kg, H1, H2, n_mb, genes_per,
+                BM: tl.constexpr, KP: tl.constexpr, H1P: tl.constexpr, H2P: tl.constexpr,
+                DT: tl.constexpr, PREC: tl.constexpr, STORE_H2: tl.constexpr):
+    # program: (study m, block of BM rows) × a run of features [j0, j1); F_out is (M, g, r).
+    # V1 and V2 are read once and stay on chip for every feature of the run (they are the same for
+    # all features): only W_j and v_j change from one feature to the next.
     pid = tl.program_id(0)
-    j = tl.program_id(1)
     m = pid // n_mb
     rows = (pid % n_mb) * BM + tl.arange(0, BM)
     rk = tl.arange(0, KP)
+    rh1 = tl.arange(0, H1P)
     rh2 = tl.arange(0, H2P)
     row_ok = rows < r
     k_ok = rk < Kg
+    h1_ok = rh1 < H1
     h2_ok = rh2 < H2
 
     z = tl.load(zg + (m * r + rows[:, None]) * Kg + rk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-    w = tl.load(Wg + (m * g + j) * Kg + rk, mask=k_ok, other=0.0)
-    c = (z * w[None, :]).to(DT)
-    acc = tl.zeros((BM, H2P), dtype=tl.float32)
-    for h0 in range(0, H1, BH1):
-        rh1 = h0 + tl.arange(0, BH1)
-        h1_ok = rh1 < H1
-        v1 = tl.load(V1g + (m * Kg + rk[:, None]) * H1 + rh1[None, :], mask=k_ok[:, None] & h1_ok[None, :], other=0.0)
-        h1 = tl.maximum(tl.dot(c, v1.to(DT)), 0.0)
-        v2 = tl.load(V2t + rh1[:, None] * H2 + rh2[None, :], mask=h1_ok[:, None] & h2_ok[None, :], other=0.0)
-        acc += tl.dot(h1.to(DT), v2.to(DT))
+    v1 = tl.load(V1g + (m * Kg + rk[:, None]) * H1 + rh1[None, :],
+                 mask=k_ok[:, None] & h1_ok[None, :], other=0.0).to(DT)                  # (KP, H1P)
+    v2 = tl.load(V2t + rh1[:, None] * H2 + rh2[None, :],
+                 mask=h1_ok[:, None] & h2_ok[None, :], other=0.0).to(DT)                 # (H1P, H2P)
     bias = tl.load(b2 + rh2, mask=h2_ok, other=0.0)
-    h2 = tl.maximum(acc + bias[None, :], 0.0)
-    v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)
-    f = tl.sum(h2 * v[None, :], axis=1)
-    tl.store(F_out + (m * r + rows) * g + j, f, mask=row_ok)
-    if STORE_H2:
-        tl.store(H2_out + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :], h2.to(DT), mask=row_ok[:, None])
+    j0 = tl.program_id(1) * genes_per
+    j1 = tl.minimum(j0 + genes_per, g)
+    for j in range(j0, j1):
+        w = tl.load(Wg + (m * g + j) * Kg + rk, mask=k_ok, other=0.0)
+        h1 = tl.maximum(tl.dot((z * w[None, :]).to(DT), v1, input_precision=PREC), 0.0)  # (BM, H1P)
+        h2 = tl.maximum(tl.dot(h1.to(DT), v2, input_precision=PREC) + bias[None, :], 0.0)  # (BM, H2P)
+        v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)
+        tl.store(F_out + (m * g + j) * r + rows, tl.sum(h2 * v[None, :], axis=1), mask=row_ok)
+        if STORE_H2:
+            tl.store(H2_out + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :], h2.to(DT),
+                     mask=row_ok[:, None])
 
 
 @triton.jit
 def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
                 dz_part, dW_part, dV1_part, dV2_part, dvh_part, db2_part,
                 r, g, Kg, H1, H2, n_mb, genes_per,
-                BM: tl.constexpr, KP: tl.constexpr, BH1: tl.constexpr, H2P: tl.constexpr, DT: tl.constexpr):
-    # program: block bh of H1 × (study m, row block mb) × a run of features [j0, j1)
+                BM: tl.constexpr, KP: tl.constexpr, BH1: tl.constexpr, H2P: tl.constexpr, DT: tl.constexpr,
+                PREC: tl.constexpr):
+    # program: block bh of H1 × (study m, row block mb) × a run of features [j0, j1); dF is (M, g, r)
     bh = tl.program_id(0)
     pid = tl.program_id(1)
     gs = tl.program_id(2)
@@ -77,11 +81,12 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
     h2_ok = rh2 < H2
     h1_ok = rh1 < H1
 
-    z = tl.load(zg + (m * r + rows[:, None]) * Kg + rk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
     v1 = tl.load(V1g + (m * Kg + rk[:, None]) * H1 + rh1[None, :],
                  mask=k_ok[:, None] & h1_ok[None, :], other=0.0).to(DT)                  # (KP, BH1)
     v2T = tl.load(V2t + rh1[None, :] * H2 + rh2[:, None],
                   mask=h1_ok[None, :] & h2_ok[:, None], other=0.0).to(DT)                # (H2P, BH1)
+    z_ptr = zg + (m * r + rows[:, None]) * Kg + rk[None, :]
+    z_ok = row_ok[:, None] & k_ok[None, :]
     dz = tl.zeros((BM, KP), dtype=tl.float32)
     dV1 = tl.zeros((BH1, KP), dtype=tl.float32)
     dV2 = tl.zeros((H2P, BH1), dtype=tl.float32)
@@ -89,27 +94,25 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
     j0 = gs * genes_per
     j1 = tl.minimum(j0 + genes_per, g)
     for j in range(j0, j1):
+        # z is read again for every feature (from cache) rather than held: registers are the limit here.
+        z = tl.load(z_ptr, mask=z_ok, other=0.0)
         w = tl.load(Wg + (m * g + j) * Kg + rk, mask=k_ok, other=0.0)
-        zw = z * w[None, :]
-        c = zw.to(DT)
-        h1 = tl.maximum(tl.dot(c, v1), 0.0)                                                # (BM, BH1)
+        c = (z * w[None, :]).to(DT)
+        h1 = tl.maximum(tl.dot(c, v1, input_precision=PREC), 0.0)  # (BM, BH1)
         h2 = tl.load(H2_in + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :],
-                     mask=row_ok[:, None], other=0.0).to(tl.float32)                    # (BM, H2P)
-        d = tl.load(dF + (m * r + rows) * g + j, mask=row_ok, other=0.0)                 # (BM,)
+                     mask=row_ok[:, None], other=0.0)                                    # (BM, H2P), DT
+        d = tl.load(dF + (m * g + j) * r + rows, mask=row_ok, other=0.0)                 # (BM,)
         v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)
-        da2 = tl.where(h2 > 0.0, d[:, None] * v[None, :], 0.0)                           # (BM, H2P)
-        da2c = da2.to(DT)
-        da1 = tl.where(h1 > 0.0, tl.dot(da2c, v2T), 0.0)                                # (BM, BH1)
-        da1c = da1.to(DT)
-        dV2 += tl.dot(tl.trans(da2c), h1.to(DT))
-        dV1 += tl.dot(tl.trans(da1c), c)
-        dc = tl.dot(da1c, tl.trans(v1))                                                  # (BM, KP)
+        da2 = tl.where(h2 > 0.0, d[:, None] * v[None, :], 0.0).to(DT)                  # (BM, H2P)
+        da1 = tl.where(h1 > 0.0, tl.dot(da2, v2T, input_precision=PREC), 0.0).to(DT)  # (BM, BH1)
+        dV2 += tl.dot(tl.trans(da2), h1.to(DT), input_precision=PREC)
+        dV1 += tl.dot(tl.trans(da1), c, input_precision=PREC)
+        dc = tl.dot(da1, tl.trans(v1), input_precision=PREC)  # (BM, KP)
         dz += dc * w[None, :]
-        dW = tl.sum(dc * z, axis=0)
-        tl.store(dW_part + ((bh * tl.num_programs(1) + pid) * g + j) * KP + rk, dW)
+        tl.store(dW_part + ((bh * tl.num_programs(1) + pid) * g + j) * KP + rk, tl.sum(dc * z, axis=0))
         if bh == 0:
-            tl.store(dvh_part + (pid * g + j) * H2P + rh2, tl.sum(d[:, None] * h2, axis=0))
-            db2 += tl.sum(da2, axis=0)
+            tl.store(dvh_part + (pid * g + j) * H2P + rh2, tl.sum(d[:, None] * h2.to(tl.float32), axis=0))
+            db2 += tl.sum(da2.to(tl.float32), axis=0)
     slot = pid * n_gs + gs
     tl.store(dz_part + ((bh * n_gs + gs) * tl.num_programs(1) * BM + pid * BM + tl.arange(0, BM)[:, None]) * KP
              + rk[None, :], dz)

@@ -39,18 +39,55 @@ def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
-def _blocks(Kg: int, H1: int, H2: int) -> dict:
-    # tl.dot needs every dimension ≥ 16; the row tile and H1 block are first guesses, to be tuned
-    # on a GPU (benchmarks/decoder_speed.py --fused).
-    return dict(BM=64, KP=_pow2(Kg), BH1=min(64, _pow2(H1)), H2P=_pow2(H2))
+# Tile sizes, warps and pipeline stages of the two kernels.  Chosen by compiling for sm_90a on a CPU
+# and reading ptxas's register report (docs/performance.md, "Fused decoder"): the fewest spills among
+# tiles that use Hopper's wgmma (rows ≥ 64 a warp group); not yet timed on a GPU
+# (benchmarks/fused_tune.py scans them there).  tl.dot needs every dimension ≥ 16.
+CONFIG = {"fwd": dict(BM=64, num_warps=8, num_stages=1),
+          "bwd": dict(BM=32, BH1=32, num_warps=8, num_stages=2)}
+# The forward keeps V1 (Kg × H1) and V2 (H1 × H2) on chip for a whole run of features: at most 64 Ki
+# entries between them (128 KiB in bf16, of an H100/H200's 227 KiB of shared memory per block).
+MAX_RESIDENT = 65536
+
+
+def supports(K: int, H1: int, H2: int) -> bool:
+    """Whether the fused kernels take a decoder of K latent columns and hidden sizes (H1, H2)."""
+    return _pow2(K) * _pow2(H1) + _pow2(H1) * _pow2(H2) <= MAX_RESIDENT
+
+
+def _blocks(which: str, Kg: int, H1: int, H2: int) -> dict:
+    c = dict(CONFIG[which], KP=_pow2(Kg), H2P=_pow2(H2))
+    if which == "fwd":
+        c["H1P"] = _pow2(H1)
+    else:
+        c["BH1"] = min(c["BH1"], _pow2(H1))
+    return c
+
+
+def _runs(g: int, programs: int, device: torch.device, per_sm: int) -> tuple[int, int]:
+    """(number of runs, features per run) that split g features so that programs × runs ≈ per_sm × SMs."""
+    n = max(1, min(g, -(-per_sm * _n_sm(device) // programs)))
+    per = -(-g // n)
+    return -(-g // per), per
+
+
+def _n_sm(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
 
 
 def _compute_dtype(device: torch.device):
     tl = _kernels().tl
-    if device.type == "cuda" and not _interpreted() and torch.is_autocast_enabled("cuda") \
-            and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+    if hasattr(torch, "get_autocast_dtype"):   # torch ≥ 2.4
+        on, autocast_dtype = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+    else:
+        on, autocast_dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    if device.type == "cuda" and not _interpreted() and on and autocast_dtype == torch.bfloat16:
         return tl.bfloat16, torch.bfloat16
     return tl.float32, torch.float32
+
+
+def _precision(dt) -> str:
+    return "ieee" if dt == _kernels().tl.float32 else "tf32"
 
 
 class _FusedHidden(torch.autograd.Function):
@@ -60,34 +97,36 @@ class _FusedHidden(torch.autograd.Function):
         dtype = zg.dtype   # the kernels compute in fp32 (bf16 products on a GPU) and return this
         M, r, Kg = zg.shape
         g, H1, H2 = Wg.shape[1], V1g.shape[2], V2.shape[0]
-        blk = _blocks(Kg, H1, H2)
+        blk = _blocks("fwd", Kg, H1, H2)
         dt, torch_dt = _compute_dtype(zg.device)
         zg, Wg, V1g, b2, vh = (t.detach().float().contiguous() for t in (zg, Wg, V1g, b2, vh))
         V2t = V2.detach().float().t().contiguous()            # (H1, H2)
         n_mb = triton_cdiv(r, blk["BM"])
-        out = torch.empty(M, r, g, device=zg.device, dtype=torch.float32)
+        n_runs, per = _runs(g, M * n_mb, zg.device, per_sm=2)   # long runs: the weights are read once a run
+        out = torch.empty(M, g, r, device=zg.device, dtype=torch.float32)   # a program's rows contiguous
         store = any(ctx.needs_input_grad)
         h2 = torch.empty((M * g * r, blk["H2P"]) if store else (1,), device=zg.device, dtype=torch_dt)
-        k._hidden_fwd[(M * n_mb, g)](zg, Wg, V1g, V2t, b2, vh, out, h2, r, g, Kg, H1, H2, n_mb,
-                                     DT=dt, STORE_H2=store, **blk)
+        k._hidden_fwd[(M * n_mb, n_runs)](zg, Wg, V1g, V2t, b2, vh, out, h2, r, g, Kg, H1, H2, n_mb, per,
+                                          DT=dt, PREC=_precision(dt), STORE_H2=store, **blk)
         if store:
             ctx.save_for_backward(zg, Wg, V1g, V2t, vh, h2)
-            ctx.sizes = (M, r, g, Kg, H1, H2, n_mb, dt, blk)
-        return out.to(dtype)
+            ctx.sizes = (M, r, g, Kg, H1, H2, dt, blk["H2P"])
+        return out.transpose(1, 2).to(dtype)
 
     @staticmethod
     def backward(ctx, dF):
         k = _kernels()
         zg, Wg, V1g, V2t, vh, h2 = ctx.saved_tensors
-        M, r, g, Kg, H1, H2, n_mb, dt, blk = ctx.sizes
+        M, r, g, Kg, H1, H2, dt, h2_stride = ctx.sizes
+        blk = _blocks("bwd", Kg, H1, H2)
         BM, KP, H2P = blk["BM"], blk["KP"], blk["H2P"]
+        assert H2P == h2_stride
+        n_mb = triton_cdiv(r, BM)
         n_bh = triton_cdiv(H1, blk["BH1"])
         P = M * n_mb
-        # Enough programs to fill a large GPU (~4 per SM of an H100/H200), each looping over a run
-        # of features so that its weight-gradient partials are summed on chip, not per feature.
-        n_gs = max(1, min(g, triton_cdiv(4 * 132, n_bh * P)))
-        per = triton_cdiv(g, n_gs)
-        n_gs = triton_cdiv(g, per)
+        # Enough programs to fill the GPU (~4 per SM), each looping over a run of features so that
+        # its weight-gradient partials are summed on chip, not written per feature.
+        n_gs, per = _runs(g, n_bh * P, zg.device, per_sm=4)
         dev, f32 = zg.device, torch.float32
         dz = torch.empty(n_bh, n_gs, P, BM, KP, device=dev, dtype=f32)
         dW = torch.empty(n_bh, P, g, KP, device=dev, dtype=f32)
@@ -95,9 +134,10 @@ class _FusedHidden(torch.autograd.Function):
         dV2 = torch.empty(P * n_gs, H2P, H1, device=dev, dtype=f32)
         dvh = torch.empty(P, g, H2P, device=dev, dtype=f32)
         db2 = torch.empty(P * n_gs, H2P, device=dev, dtype=f32)
-        k._hidden_bwd[(n_bh, P, n_gs)](zg, Wg, V1g, V2t, vh, dF.float().contiguous(), h2,
+        dF = dF.float().transpose(1, 2).contiguous()          # (M, g, r), as the forward wrote F
+        k._hidden_bwd[(n_bh, P, n_gs)](zg, Wg, V1g, V2t, vh, dF, h2,
                                         dz, dW, dV1, dV2, dvh, db2, r, g, Kg, H1, H2, n_mb, per,
-                                        DT=dt, **blk)
+                                        DT=dt, PREC=_precision(dt), **blk)
         d_zg = dz.sum((0, 1)).view(M, n_mb * BM, KP)[:, :r, :Kg]
         d_Wg = dW.sum(0).view(M, n_mb, g, KP).sum(1)[..., :Kg]
         d_V1g = dV1.view(M, n_mb * n_gs, H1, KP).sum(1)[..., :Kg].transpose(1, 2)

@@ -1,0 +1,112 @@
+"""Tile sizes of the fused decoder kernels (`mssvae.fused_decoder.CONFIG`) on a GPU, one run.
+
+    python benchmarks/fused_tune.py --out benchmarks/results/fused_tune_h200.csv
+
+At the RNA configuration of issue 9 (batch 512, G = 5000, K = 80, hidden 256/128; --studies 6 for
+training's grouped layout) it first times the forward kernel alone for each forward tiling, then the
+whole step (forward + backward) for each backward tiling with the best forward one, each as a
+share of the bf16 GEMM peak measured in the same run.  Every row is also checked against the unfused
+step (relative difference of the output and of W's gradient).  Needs CUDA and triton.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+from pathlib import Path
+
+import decoder_speed as ds
+import pandas as pd
+import torch
+
+from mssvae import fused_decoder
+from mssvae.module import MaskedDecoder, MSSVAEModule
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--features", type=int, default=5000)
+    p.add_argument("--latent", type=int, default=80)
+    p.add_argument("--hidden", default="256,128")
+    p.add_argument("--studies", type=int, default=0)
+    p.add_argument("--shared", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", default="cuda", help="cpu only for a smoke test under TRITON_INTERPRET=1")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    dtype = torch.bfloat16 if cuda else None
+    torch.manual_seed(0)
+    B, G, K = a.batch, a.features, a.latent
+    H1, H2 = (int(v) for v in a.hidden.split(","))
+    dec = MaskedDecoder(G, K, (H1, H2)).to(dev)
+    z = torch.randn(B, K, device=dev)
+    W = torch.randn(G, K, requires_grad=True, device=dev)
+    grouped = None
+    if a.studies > 1:
+        k_m, r = (K - a.shared) // a.studies, B // a.studies
+        module = MSSVAEModule(G, a.shared, [k_m] * a.studies, (H1, H2), "gaussian").to(dev)
+        module.decoder = dec
+        z = torch.zeros_like(z)[: r * a.studies]
+        for s, cols in enumerate(module.study_columns):
+            z[s * r:(s + 1) * r, cols] = torch.randn(r, cols.numel(), device=dev)
+        grouped = module, [slice(s * r, (s + 1) * r) for s in range(a.studies)]
+        B = r * a.studies
+    flops_fwd = 2.0 * B * G * (K * H1 + H1 * H2 + H2)     # the hidden path's useful FLOPs, forward
+    peak = ds.gemm_peak(8192 if cuda else 256, a.repeats, a.device, dtype or torch.float32) * 1e9
+    rows = []
+
+    def forward_only():
+        with ds.autocast(dev, dtype):
+            V1, V2, b2 = dec.weights()
+            zg, V1g = (z, V1) if grouped is None else grouped[0].grouped_latent(z, grouped[1])
+            ds.dec_total(dec, grouped)(z, V1g, V2, b2, zg, W, dec.v_hidden, dec.v_skip, dec.bias)
+
+    def record(kind, cfg, seconds, flops):
+        err = ds.fused_agreement(dec, z, W, G, G, dtype, grouped)
+        row = dict(kind=kind, **{f"{k}": v for k, v in cfg.items()}, seconds=round(seconds, 5),
+                   tflops=round(flops / seconds / 1e12, 1), share_of_peak=round(flops / seconds / peak, 3),
+                   rel_diff_output=err[0], rel_diff_grad_W=err[1], batch=B, features=G, latent=K,
+                   hidden=a.hidden, studies=a.studies, bf16_peak_tflops=round(peak / 1e12, 1),
+                   device=torch.cuda.get_device_name(dev) if cuda else "cpu (interpreter)",
+                   machine=f"{platform.machine()}, torch {torch.__version__}")
+        print(row, flush=True)
+        rows.append(row)
+
+    fwd_tiles = [dict(BM=bm, num_warps=w, num_stages=s)
+                 for bm, w, s in itertools.product((32, 64, 128), (4, 8), (1, 2))]
+    bwd_tiles = [dict(BM=bm, BH1=bh, num_warps=w, num_stages=s)
+                 for bm, bh, w, s in itertools.product((32, 64), (32, 64), (4, 8), (1, 2))]
+    best_fwd, best = None, float("inf")
+    with ds.fused(True):
+        for cfg in fwd_tiles:
+            fused_decoder.CONFIG["fwd"] = cfg
+            try:
+                t = ds._median_time(forward_only, a.repeats)
+            except Exception as err:   # a tiling that does not compile (registers, shared memory)
+                print("fwd", cfg, "failed:", repr(err)[:200], flush=True)
+                continue
+            record("forward", cfg, t, flops_fwd)
+            if t < best:
+                best_fwd, best = cfg, t
+        fused_decoder.CONFIG["fwd"] = best_fwd
+        for cfg in bwd_tiles:
+            fused_decoder.CONFIG["bwd"] = cfg
+            try:
+                t = ds._median_time(ds.decoder_step(dec, z, W, G, dtype, grouped), a.repeats)
+            except Exception as err:
+                print("bwd", cfg, "failed:", repr(err)[:200], flush=True)
+                continue
+            record("step (fwd best)", cfg, t, 3 * flops_fwd)
+    if a.out and rows:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        df = pd.DataFrame(rows)
+        if a.out.exists():
+            df = pd.concat([pd.read_csv(a.out), df], ignore_index=True)
+        df.to_csv(a.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
