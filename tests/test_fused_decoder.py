@@ -3,6 +3,7 @@
 Run here under Triton's CPU interpreter, with fp32 products (on a GPU the products take bf16 inputs;
 decoder_speed.py --fused measures that agreement there).  Skipped where triton is not installed.
 """
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,22 @@ def test_a_decoder_too_large_for_the_kernels_takes_the_matrix_products(fused_on)
         mp.setenv(fused_decoder.ENV, "0")
         plain = decoder_output(z, W, vh, vs, bias, V1, V2, b2, normalized=True)
     assert torch.equal(fused, plain)
+
+
+def test_a_short_fit_with_the_fused_decoder_follows_the_unfused_fit(monkeypatch):
+    # Training's path end to end: balanced batches (grouped first layer), feature subsets, chunked
+    # sums, Adam.  Only float rounding differs, so after a few steps the masks agree closely.
+    from conftest import two_block_data
+
+    from mssvae import MSSVAE
+
+    X, study, _, _ = two_block_data(n=48, G=16)
+    fits = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv(fused_decoder.ENV, flag)
+        model = MSSVAE(n_shared=2, n_specific=1, hidden=(16, 16), max_epochs=4, batch_size=32, feature_subsample=0.5,
+                       merge_dependent=None, prune_masks=False, min_anchors=0, random_state=0, device="cpu")
+        fits.append(model.fit(X, study))
+    W0, W1 = (np.hstack([f.W_shared_] + list(f.W_specific_.values())) for f in fits)
+    assert not np.array_equal(W0, W1)   # the kernels ran
+    np.testing.assert_allclose(W1, W0, atol=1e-4 * np.abs(W0).max())
