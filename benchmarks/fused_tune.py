@@ -16,7 +16,6 @@ import platform
 from pathlib import Path
 
 import decoder_speed as ds
-import pandas as pd
 import torch
 
 from mssvae import fused_decoder
@@ -54,9 +53,11 @@ def main() -> None:
             z[s * r:(s + 1) * r, cols] = torch.randn(r, cols.numel(), device=dev)
         grouped = module, [slice(s * r, (s + 1) * r) for s in range(a.studies)]
         B = r * a.studies
-    flops_fwd = 2.0 * B * G * (K * H1 + H1 * H2 + H2)     # the hidden path's useful FLOPs, forward
+    # The hidden path's useful FLOPs, forward: with --studies a sample's first layer needs only its
+    # study's K_S + K_m columns, and counting all K would flatter the grouped layout.
+    k_used = K if grouped is None else grouped[0].study_columns.shape[1]
+    flops_fwd = 2.0 * B * G * (k_used * H1 + H1 * H2 + H2)
     peak = ds.gemm_peak(8192 if cuda else 256, a.repeats, a.device, dtype or torch.float32) * 1e9
-    rows = []
 
     def forward_only():
         with ds.autocast(dev, dtype):
@@ -69,11 +70,10 @@ def main() -> None:
         row = dict(kind=kind, **{f"{k}": v for k, v in cfg.items()}, seconds=round(seconds, 5),
                    tflops=round(flops / seconds / 1e12, 1), share_of_peak=round(flops / seconds / peak, 3),
                    rel_diff_output=err[0], rel_diff_grad_W=err[1], batch=B, features=G, latent=K,
-                   hidden=a.hidden, studies=a.studies, bf16_peak_tflops=round(peak / 1e12, 1),
+                   latent_used=k_used, hidden=a.hidden, studies=a.studies, bf16_peak_tflops=round(peak / 1e12, 1),
                    device=torch.cuda.get_device_name(dev) if cuda else "cpu (interpreter)",
                    machine=f"{platform.machine()}, torch {torch.__version__}")
-        print(row, flush=True)
-        rows.append(row)
+        ds.append_row(row, a.out)   # row by row: a run cut short by its time limit keeps what it measured
 
     fwd_tiles = [dict(BM=bm, num_warps=w, num_stages=s)
                  for bm, w, s in itertools.product((32, 64, 128), (4, 8), (1, 2))]
@@ -100,12 +100,7 @@ def main() -> None:
                 print("bwd", cfg, "failed:", repr(err)[:200], flush=True)
                 continue
             record("step (fwd best)", cfg, t, 3 * flops_fwd)
-    if a.out and rows:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        df = pd.DataFrame(rows)
-        if a.out.exists():
-            df = pd.concat([pd.read_csv(a.out), df], ignore_index=True)
-        df.to_csv(a.out, index=False)
+    print("best forward tiling:", best_fwd, flush=True)
 
 
 if __name__ == "__main__":

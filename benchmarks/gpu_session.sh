@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/mssvae-gpu}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,memory.used,driver_version --format=csv
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 python3 -c "import triton; print('triton', triton.__version__)" || pip install -q 'triton>=3.2'
-# The fused decoder first (about 5 min): its tests on the GPU, the tile scan, the step against the
+# The fused decoder first (about 6-8 min): its tests on the GPU, the tile scan, the step against the
 # unfused one at the RNA configuration, plain and grouped, and one platelet-size training with it.
 timeout 240 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fused_decoder.py > "$OUT/pytest_fused.txt" 2>&1
 tail -5 "$OUT/pytest_fused.txt"

@@ -61,19 +61,19 @@ def test_fused_hidden_path_and_its_six_gradients_equal_the_layer_by_layer_comput
 ])
 def test_training_objective_and_every_gradient_are_the_same_with_the_fused_decoder(
         monkeypatch, likelihood, normalize, sizes):
-    m = make_module(likelihood, normalize).train()
-    study = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
+    m = make_module(likelihood, normalize).to(DEVICE).train()
+    study = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes)).to(DEVICE)
     groups = [slice(e - n, e) for n, e in zip(sizes, torch.tensor(sizes).cumsum(0).tolist())]
     n = len(study)
-    x = (torch.rand(n, 7, dtype=torch.float64) * 5).round()
+    x = (torch.rand(n, 7, dtype=torch.float64) * 5).round().to(DEVICE)
     prior = {"gaussian": ((2.0, 1.0), None), "nb": (None, (0.0, 1.0))}[likelihood]
     out = []
     for flag in ("0", "1"):
         monkeypatch.setenv(fused_decoder.ENV, flag)
         m.zero_grad()
         torch.manual_seed(1)
-        terms, _ = m.loss(x, study, torch.ones(n, dtype=torch.float64), n, 10.0, 0.1, 1.0, 7.0, 2.0, *prior,
-                          chunk_size=3, groups=groups)
+        ones = torch.ones(n, dtype=torch.float64, device=DEVICE)
+        terms, _ = m.loss(x, study, ones, n, 10.0, 0.1, 1.0, 7.0, 2.0, *prior, chunk_size=3, groups=groups)
         terms.loss.backward()
         out.append((terms.loss.detach(), {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}))
     (loss0, g0), (loss1, g1) = out
@@ -99,10 +99,12 @@ def test_the_fused_path_is_off_unless_asked_for_and_never_taken_on_a_plain_cpu(m
 
 
 def test_a_decoder_too_large_for_the_kernels_takes_the_matrix_products(fused_on):
-    # The forward keeps V1 and V2 on chip: beyond fused_decoder.MAX_RESIDENT entries it cannot, and
-    # decoder_output computes the same function unfused (bit for bit the plain path).
-    assert fused_decoder.supports(80, 256, 128) and fused_decoder.supports(110, 64, 64)
-    assert not fused_decoder.supports(80, 512, 128)
+    # The forward keeps V1 and V2 on chip: beyond 128 KiB of them it cannot (Table 2's network fits in
+    # bf16, the training step's products on a GPU, not in fp32), and decoder_output computes the same
+    # function unfused (bit for bit the plain path).
+    assert fused_decoder.supports(80, 256, 128, itemsize=2) and fused_decoder.supports(110, 64, 64, itemsize=4)
+    assert not fused_decoder.supports(80, 256, 128, itemsize=4)
+    assert not fused_decoder.supports(80, 512, 128, itemsize=2)
     gen = torch.Generator().manual_seed(0)
     z, W = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
     vh, vs, bias = torch.randn(5, 128, generator=gen), torch.randn(5, 3, generator=gen), torch.randn(5, generator=gen)
@@ -126,9 +128,42 @@ def test_a_short_fit_with_the_fused_decoder_follows_the_unfused_fit(monkeypatch)
     fits = []
     for flag in ("0", "1"):
         monkeypatch.setenv(fused_decoder.ENV, flag)
+        # fp32 on a GPU too: this compares the kernels' arithmetic, not bf16 against fp32
         model = MSSVAE(n_shared=2, n_specific=1, hidden=(16, 16), max_epochs=4, batch_size=32, feature_subsample=0.5,
-                       merge_dependent=None, prune_masks=False, min_anchors=0, random_state=0, device="cpu")
+                       merge_dependent=None, prune_masks=False, min_anchors=0, random_state=0, device=DEVICE,
+                       precision="fp32")
         fits.append(model.fit(X, study))
     W0, W1 = (np.hstack([f.W_shared_] + list(f.W_specific_.values())) for f in fits)
     assert not np.array_equal(W0, W1)   # the kernels ran
     np.testing.assert_allclose(W1, W0, atol=1e-4 * np.abs(W0).max())
+
+
+def test_an_empty_batch_gives_an_empty_output(fused_on):
+    out = fused_decoder.hidden(torch.zeros(1, 0, 4), torch.zeros(1, 3, 4), torch.zeros(1, 4, 16), torch.zeros(16, 16),
+                               torch.zeros(16), torch.zeros(3, 16))
+    assert out.shape == (1, 0, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 products: a GPU")
+def test_on_a_gpu_the_bf16_step_at_table_2_size_matches_the_unfused_bf16_step(monkeypatch):
+    # The training step's arithmetic on a GPU (bf16 autocast) at the RNA configuration (K 80, hidden
+    # 256/128, K padded to 128): both paths round the products' inputs to bf16, in other places.
+    from mssvae.module import MaskedDecoder
+
+    torch.manual_seed(0)
+    dec = MaskedDecoder(300, 80, (256, 128), normalized=True).cuda()
+    z = torch.randn(96, 80, device="cuda")
+    W = torch.randn(300, 80, device="cuda", requires_grad=True)
+    results = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv(fused_decoder.ENV, flag)
+        W.grad = None
+        dec.zero_grad()
+        with torch.autocast("cuda", torch.bfloat16):
+            out = dec(z, W)
+        (out.float() ** 2).mean().backward()
+        results.append((out.float().detach(), W.grad.clone(), dec.V1.weight.grad.clone()))
+    (o0, gW0, gV0), (o1, gW1, gV1) = results
+    assert not torch.equal(o0, o1)
+    for a, b in ((o1, o0), (gW1, gW0), (gV1, gV0)):
+        assert float((a - b).norm() / b.norm()) < 2e-2

@@ -55,8 +55,9 @@ def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
         v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)
         tl.store(F_out + (m * g + j) * r + rows, tl.sum(h2 * v[None, :], axis=1), mask=row_ok)
         if STORE_H2:
-            tl.store(H2_out + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :], h2.to(DT),
-                     mask=row_ok[:, None])
+            # int64: B·g·H2P passes 2^31 at about 16 million (sample, feature) pairs in one call
+            h2_rows = (m * g + j).to(tl.int64) * r + rows[:, None]
+            tl.store(H2_out + h2_rows * H2P + rh2[None, :], h2.to(DT), mask=row_ok[:, None])
 
 
 @triton.jit
@@ -99,7 +100,7 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
         w = tl.load(Wg + (m * g + j) * Kg + rk, mask=k_ok, other=0.0)
         c = (z * w[None, :]).to(DT)
         h1 = tl.maximum(tl.dot(c, v1, input_precision=PREC), 0.0)  # (BM, BH1)
-        h2 = tl.load(H2_in + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :],
+        h2 = tl.load(H2_in + ((m * g + j).to(tl.int64) * r + rows[:, None]) * H2P + rh2[None, :],
                      mask=row_ok[:, None], other=0.0)                                    # (BM, H2P), DT
         d = tl.load(dF + (m * g + j) * r + rows, mask=row_ok, other=0.0)                 # (BM,)
         v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)

@@ -31,8 +31,17 @@ def _interpreted() -> bool:
 
 
 def active(z: torch.Tensor) -> bool:
-    """Whether :func:`mssvae.module.decoder_output` takes the fused path for this latent tensor."""
+    """Whether the fused path is asked for (``MSSVAE_FUSED_DECODER=1``) and can run for this tensor's device."""
     return os.environ.get(ENV, "0") == "1" and (z.is_cuda or _interpreted())
+
+
+def applies(z: torch.Tensor, K: int, H1: int, H2: int) -> bool:
+    """Whether :func:`mssvae.module.decoder_output` takes the fused path: asked for, on a GPU (or the
+    interpreter), for a decoder whose weights fit on chip in the products' dtype, and for a batch
+    that is not empty."""
+    if not active(z) or z.shape[0] == 0:
+        return False
+    return supports(K, H1, H2, itemsize=_compute_dtype(z.device)[1].itemsize)
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -45,14 +54,16 @@ def _pow2(n: int, lo: int = 16) -> int:
 # (benchmarks/fused_tune.py scans them there).  tl.dot needs every dimension ≥ 16.
 CONFIG = {"fwd": dict(BM=64, num_warps=8, num_stages=1),
           "bwd": dict(BM=32, BH1=32, num_warps=8, num_stages=2)}
-# The forward keeps V1 (Kg × H1) and V2 (H1 × H2) on chip for a whole run of features: at most 64 Ki
-# entries between them (128 KiB in bf16, of an H100/H200's 227 KiB of shared memory per block).
-MAX_RESIDENT = 65536
+# The forward keeps V1 (Kg × H1) and V2 (H1 × H2) on chip for a whole run of features: at most 128 KiB
+# between them (of an H100/H200's 227 KiB of shared memory per block), so 64 Ki entries in bf16 (the
+# training step under autocast) and 32 Ki in fp32 (fits in fp32 and the no-grad passes outside autocast).
+MAX_RESIDENT_BYTES = 131072
 
 
-def supports(K: int, H1: int, H2: int) -> bool:
-    """Whether the fused kernels take a decoder of K latent columns and hidden sizes (H1, H2)."""
-    return _pow2(K) * _pow2(H1) + _pow2(H1) * _pow2(H2) <= MAX_RESIDENT
+def supports(K: int, H1: int, H2: int, itemsize: int = 2) -> bool:
+    """Whether the fused kernels take a decoder of K latent columns and hidden sizes (H1, H2), with
+    products in a dtype of ``itemsize`` bytes (2: bf16, 4: fp32)."""
+    return (_pow2(K) * _pow2(H1) + _pow2(H1) * _pow2(H2)) * itemsize <= MAX_RESIDENT_BYTES
 
 
 def _blocks(which: str, Kg: int, H1: int, H2: int) -> dict:
@@ -92,7 +103,7 @@ def _precision(dt) -> str:
 
 class _FusedHidden(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, zg, Wg, V1g, V2, b2, vh):
+    def forward(ctx, store, zg, Wg, V1g, V2, b2, vh):
         k = _kernels()
         dtype = zg.dtype   # the kernels compute in fp32 (bf16 products on a GPU) and return this
         M, r, Kg = zg.shape
@@ -104,7 +115,6 @@ class _FusedHidden(torch.autograd.Function):
         n_mb = triton_cdiv(r, blk["BM"])
         n_runs, per = _runs(g, M * n_mb, zg.device, per_sm=2)   # long runs: the weights are read once a run
         out = torch.empty(M, g, r, device=zg.device, dtype=torch.float32)   # a program's rows contiguous
-        store = any(ctx.needs_input_grad)
         h2 = torch.empty((M * g * r, blk["H2P"]) if store else (1,), device=zg.device, dtype=torch_dt)
         k._hidden_fwd[(M * n_mb, n_runs)](zg, Wg, V1g, V2t, b2, vh, out, h2, r, g, Kg, H1, H2, n_mb, per,
                                           DT=dt, PREC=_precision(dt), STORE_H2=store, **blk)
@@ -144,7 +154,7 @@ class _FusedHidden(torch.autograd.Function):
         d_V2 = dV2.sum(0)[:H2]
         d_b2 = db2.sum(0)[:H2]
         d_vh = dvh.sum(0)[:, :H2]
-        return d_zg, d_Wg, d_V1g, d_V2, d_b2, d_vh
+        return None, d_zg, d_Wg, d_V1g, d_V2, d_b2, d_vh
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -157,6 +167,12 @@ def hidden(zg: torch.Tensor, Wg: torch.Tensor, V1g: torch.Tensor, V2: torch.Tens
 
     zg (M, r, Kg): each study's rows and columns of z~; Wg (M, g, Kg): the same columns of W;
     V1g (M, Kg, H1): the same rows of V1ᵀ; V2 (H2, H1), b2 (H2,), v_hidden (g, H2).  The plain
-    layout is M = 1 with every column.  Differentiable in all six.
+    layout is M = 1 with every column.  Differentiable in all six.  The kernels compute in fp32, or with
+    bf16 products under CUDA autocast, and return F in zg's dtype.
     """
-    return _FusedHidden.apply(zg, Wg, V1g, V2, b2, v_hidden)
+    M, r, _ = zg.shape
+    if r == 0 or Wg.shape[1] == 0:
+        return zg.new_zeros(M, r, Wg.shape[1])
+    # h2 is kept for the backward only when one will run (a forward under no_grad writes F alone).
+    store = torch.is_grad_enabled() and any(t.requires_grad for t in (zg, Wg, V1g, V2, b2, v_hidden))
+    return _FusedHidden.apply(store, zg, Wg, V1g, V2, b2, v_hidden)

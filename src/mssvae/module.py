@@ -141,7 +141,7 @@ def decoder_output(z, W, v_hidden, v_skip, bias, V1, V2, b2, normalized: bool,
         norm = torch.sqrt((v_hidden**2).sum(1, keepdim=True) + (v_skip**2).sum(1, keepdim=True)).clamp_min(1e-8)
         v_hidden, v_skip = v_hidden / norm, v_skip / norm
     B, (g, K) = z.shape[0], W.shape
-    if fused_decoder.active(z) and fused_decoder.supports(V1.shape[-1 if grouped is None else -2], *V2.shape[::-1]):
+    if fused_decoder.applies(z, V1.shape[-1 if grouped is None else -2], *V2.shape[::-1]):
         # the same hidden path in one kernel, nothing (B·g, H1) in memory
         if grouped is None:
             hidden = fused_decoder.hidden(z[None], W[None], V1.t()[None], V2, b2, v_hidden)
