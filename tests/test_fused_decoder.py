@@ -167,3 +167,20 @@ def test_on_a_gpu_the_bf16_step_at_table_2_size_matches_the_unfused_bf16_step(mo
     assert not torch.equal(o0, o1)
     for a, b in ((o1, o0), (gW1, gW0), (gV1, gV0)):
         assert float((a - b).norm() / b.norm()) < 2e-2
+
+
+def test_a_call_too_large_for_int32_offsets_is_split_by_features(monkeypatch, fused_on):
+    # The kernels index h2 with int32 offsets; hidden() halves the features until a call fits (here
+    # with the limit lowered so that a small call must be split), and the result is the same.
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(1, 20, 16), (1, 5, 16), (1, 16, 32), (16, 32), (16,), (5, 16)]
+    ins = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    whole = fused_decoder.hidden(*ins)
+    calls = []
+    apply = fused_decoder._FusedHidden.apply
+    monkeypatch.setattr(fused_decoder._FusedHidden, "apply", lambda *a: calls.append(a[2].shape[1]) or apply(*a))
+    monkeypatch.setattr(fused_decoder, "INT32_LIMIT", 20 * 2 * 16 + 1)   # 2 features of 20 rows fit, 3 do not
+    split = fused_decoder.hidden(*ins)
+    assert sorted(calls) == [1, 2, 2]   # 5 features → 2 + 3 → 2 + (1 + 2)
+    torch.testing.assert_close(split, whole)
+    torch.testing.assert_close(torch.autograd.grad(split.sum(), ins[1])[0], torch.autograd.grad(whole.sum(), ins[1])[0])

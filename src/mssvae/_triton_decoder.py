@@ -11,7 +11,8 @@ keeps the decoder memory-bound on a GPU (8 % of an H200's bf16 peak: docs/perfor
 tile of BM rows of one feature goes through both layers on chip. The forward stores only F and
 h2 (needed by the backward, H2 ≤ H1 values a row); the backward recomputes layer 1 block by block.
 
-Every partial sum is written to its own slot of a buffer and summed by the caller, never
+Offsets are int32 (int64 ones cost the forward ~200 bytes of spills a thread): the caller keeps
+B·g·H2 under 2^31.  Every partial sum is written to its own slot of a buffer and summed by the caller, never
 accumulated with atomics, so results are deterministic.  ``DT`` is the dtype the products take
 their inputs in (bf16 on a GPU, fp32 in Triton's CPU interpreter, whose bf16 is not usable);
 accumulation is always fp32.  ``PREC`` is "ieee" for fp32 products (as torch's matmul, which does not
@@ -55,9 +56,8 @@ def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
         v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)
         tl.store(F_out + (m * g + j) * r + rows, tl.sum(h2 * v[None, :], axis=1), mask=row_ok)
         if STORE_H2:
-            # int64: B·g·H2P passes 2^31 at about 16 million (sample, feature) pairs in one call
-            h2_rows = (m * g + j).to(tl.int64) * r + rows[:, None]
-            tl.store(H2_out + h2_rows * H2P + rh2[None, :], h2.to(DT), mask=row_ok[:, None])
+            tl.store(H2_out + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :], h2.to(DT),
+                     mask=row_ok[:, None])
 
 
 @triton.jit
@@ -100,7 +100,7 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
         w = tl.load(Wg + (m * g + j) * Kg + rk, mask=k_ok, other=0.0)
         c = (z * w[None, :]).to(DT)
         h1 = tl.maximum(tl.dot(c, v1, input_precision=PREC), 0.0)  # (BM, BH1)
-        h2 = tl.load(H2_in + ((m * g + j).to(tl.int64) * r + rows[:, None]) * H2P + rh2[None, :],
+        h2 = tl.load(H2_in + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :],
                      mask=row_ok[:, None], other=0.0)                                    # (BM, H2P), DT
         d = tl.load(dF + (m * g + j) * r + rows, mask=row_ok, other=0.0)                 # (BM,)
         v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)

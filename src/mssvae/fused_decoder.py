@@ -15,6 +15,7 @@ from functools import lru_cache
 import torch
 
 ENV = "MSSVAE_FUSED_DECODER"
+INT32_LIMIT = 2**31   # the kernels index h2 (B·g rows of H2) with int32 offsets
 
 
 @lru_cache(maxsize=1)
@@ -175,4 +176,9 @@ def hidden(zg: torch.Tensor, Wg: torch.Tensor, V1g: torch.Tensor, V2: torch.Tens
         return zg.new_zeros(M, r, Wg.shape[1])
     # h2 is kept for the backward only when one will run (a forward under no_grad writes F alone).
     store = torch.is_grad_enabled() and any(t.requires_grad for t in (zg, Wg, V1g, V2, b2, v_hidden))
+    g = Wg.shape[1]
+    if store and g > 1 and M * r * g * _pow2(v_hidden.shape[1]) >= INT32_LIMIT:   # the kernels' offsets are int32
+        half = g // 2
+        return torch.cat([hidden(zg, Wg[:, :half], V1g, V2, b2, v_hidden[:half]),
+                          hidden(zg, Wg[:, half:], V1g, V2, b2, v_hidden[half:])], dim=2)
     return _FusedHidden.apply(store, zg, Wg, V1g, V2, b2, v_hidden)
