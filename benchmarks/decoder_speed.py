@@ -139,6 +139,25 @@ def loop_step(dec: MaskedDecoder, z, W, autocast_dtype=None):
     return step
 
 
+def decoder_inputs(B: int, G: int, K: int, hidden: tuple[int, int], studies: int, shared: int, dev):
+    """(decoder, z (B', K), W (G, K), grouped): random weights and latents; with studies > 1, z~ of a batch
+    sorted by study (zero outside each sample's own columns, B' = B rounded down to a multiple of the
+    studies), as training has, and grouped = (module, study slices) for its grouped first layer."""
+    dec = MaskedDecoder(G, K, hidden).to(dev)
+    z = torch.randn(B, K, device=dev)
+    W = torch.randn(G, K, requires_grad=True, device=dev)
+    grouped = None
+    if studies > 1:
+        k_m, r = (K - shared) // studies, B // studies
+        module = MSSVAEModule(G, shared, [k_m] * studies, hidden, "gaussian").to(dev)
+        module.decoder = dec
+        z = torch.zeros_like(z)[: r * studies]
+        for s, cols in enumerate(module.study_columns):
+            z[s * r:(s + 1) * r, cols] = torch.randn(r, cols.numel(), device=dev)
+        grouped = module, [slice(s * r, (s + 1) * r) for s in range(studies)]
+    return dec, z, W, grouped
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=512)
@@ -172,19 +191,8 @@ def main() -> None:
     cuda = dev.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32   # training's arithmetic on that device
     chunk = a.chunk or default_chunk_size(B, (H1, H2), G, a.device) or G  # what MSSVAE picks
-    dec = MaskedDecoder(G, K, (H1, H2)).to(dev)
-    z = torch.randn(B, K, device=dev)
-    W = torch.randn(G, K, requires_grad=True, device=dev)
-    grouped = None
-    if a.studies > 1:   # z~ of a batch sorted by study (zero outside each sample's own columns), as training has
-        k_m, r = (K - a.shared) // a.studies, B // a.studies
-        module = MSSVAEModule(G, a.shared, [k_m] * a.studies, (H1, H2), "gaussian").to(dev)
-        module.decoder = dec
-        z = torch.zeros_like(z)[: r * a.studies]
-        for s, cols in enumerate(module.study_columns):
-            z[s * r:(s + 1) * r, cols] = torch.randn(r, cols.numel(), device=dev)
-        grouped = module, [slice(s * r, (s + 1) * r) for s in range(a.studies)]
-        B = r * a.studies   # both steps run on these rows
+    dec, z, W, grouped = decoder_inputs(B, G, K, (H1, H2), a.studies, a.shared, dev)
+    B = z.shape[0]   # with --studies, a multiple of the number of studies: every step runs on these rows
     flops = 6.0 * B * G * (K * H1 + H1 * H2 + H2 + K)
 
     peak = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)

@@ -19,7 +19,6 @@ import decoder_speed as ds
 import torch
 
 from mssvae import fused_decoder
-from mssvae.module import MaskedDecoder, MSSVAEModule
 
 
 def main() -> None:
@@ -40,19 +39,8 @@ def main() -> None:
     torch.manual_seed(0)
     B, G, K = a.batch, a.features, a.latent
     H1, H2 = (int(v) for v in a.hidden.split(","))
-    dec = MaskedDecoder(G, K, (H1, H2)).to(dev)
-    z = torch.randn(B, K, device=dev)
-    W = torch.randn(G, K, requires_grad=True, device=dev)
-    grouped = None
-    if a.studies > 1:
-        k_m, r = (K - a.shared) // a.studies, B // a.studies
-        module = MSSVAEModule(G, a.shared, [k_m] * a.studies, (H1, H2), "gaussian").to(dev)
-        module.decoder = dec
-        z = torch.zeros_like(z)[: r * a.studies]
-        for s, cols in enumerate(module.study_columns):
-            z[s * r:(s + 1) * r, cols] = torch.randn(r, cols.numel(), device=dev)
-        grouped = module, [slice(s * r, (s + 1) * r) for s in range(a.studies)]
-        B = r * a.studies
+    dec, z, W, grouped = ds.decoder_inputs(B, G, K, (H1, H2), a.studies, a.shared, dev)
+    B = z.shape[0]
     # The hidden path's useful FLOPs, forward: with --studies a sample's first layer needs only its
     # study's K_S + K_m columns, and counting all K would flatter the grouped layout.
     k_used = K if grouped is None else grouped[0].study_columns.shape[1]
