@@ -106,10 +106,8 @@ def test_a_decoder_too_large_for_the_kernels_takes_the_matrix_products(fused_on)
     assert not fused_decoder.supports(80, 256, 128, itemsize=4)
     assert not fused_decoder.supports(80, 512, 128, itemsize=2)
     gen = torch.Generator().manual_seed(0)
-    z, W = torch.randn(4, 3, generator=gen), torch.randn(5, 3, generator=gen)
-    vh, vs, bias = torch.randn(5, 128, generator=gen), torch.randn(5, 3, generator=gen), torch.randn(5, generator=gen)
-    V1, V2 = torch.randn(512, 3, generator=gen), torch.randn(128, 512, generator=gen)
-    b2 = torch.randn(128, generator=gen)
+    shapes = [(4, 3), (5, 3), (5, 128), (5, 3), (5,), (512, 3), (128, 512), (128,)]
+    z, W, vh, vs, bias, V1, V2, b2 = (torch.randn(s, generator=gen).to(DEVICE) for s in shapes)
     fused = decoder_output(z, W, vh, vs, bias, V1, V2, b2, normalized=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(fused_decoder.ENV, "0")
@@ -174,7 +172,7 @@ def test_a_call_too_large_for_int32_offsets_is_split_by_features(monkeypatch, fu
     # with the limit lowered so that a small call must be split), and the result is the same.
     gen = torch.Generator().manual_seed(0)
     shapes = [(1, 20, 16), (1, 5, 16), (1, 16, 32), (16, 32), (16,), (5, 16)]
-    ins = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
+    ins = [torch.randn(s, generator=gen).to(DEVICE).requires_grad_() for s in shapes]
     whole = fused_decoder.hidden(*ins)
     calls = []
     apply = fused_decoder._FusedHidden.apply

@@ -4,7 +4,7 @@ Switched on by the environment variable ``MSSVAE_FUSED_DECODER=1`` for tensors o
 (or anywhere under Triton's CPU interpreter, ``TRITON_INTERPRET=1``, which the tests use).  It
 computes what :func:`mssvae.module.decoder_output` computes with its two large matrix products;
 the values agree up to float rounding (``tests/test_fused_decoder.py``: loss and every gradient).
-Off by default: it has not yet been timed on a GPU (docs/performance.md, "Fused decoder").
+Off by default: it has not yet been timed on a GPU (docs/performance.md, "A fused decoder kernel").
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _pow2(n: int, lo: int = 16) -> int:
 
 
 # Tile sizes, warps and pipeline stages of the two kernels.  Chosen by compiling for sm_90a on a CPU
-# and reading ptxas's register report (docs/performance.md, "Fused decoder"): the fewest spills among
+# and reading ptxas's register report (docs/performance.md, "A fused decoder kernel"): the fewest spills among
 # tiles that use Hopper's wgmma (rows ≥ 64 a warp group); not yet timed on a GPU
 # (benchmarks/fused_tune.py scans them there).  tl.dot needs every dimension ≥ 16.
 CONFIG = {"fwd": dict(BM=64, num_warps=8, num_stages=1),
