@@ -110,16 +110,24 @@ def fused(on: bool):
             os.environ["MSSVAE_FUSED_DECODER"] = old
 
 
-def fused_agreement(dec, z, W, chunk, fused_chunk, autocast_dtype, grouped) -> tuple[float, float]:
-    """Relative difference of the summed output and of W's gradient (max entry), fused against unfused."""
-    results = []
-    for on, c in ((False, chunk), (True, fused_chunk)):
-        with fused(on):
-            value = decoder_step(dec, z, W, c, autocast_dtype, grouped)()
-            results.append((value.float(), W.grad.detach().clone()))
-    (o0, g0), (o1, g1) = results
+def step_result(dec, z, W, chunk, autocast_dtype, grouped, use_fused: bool):
+    """(summed output, W's gradient) of one decoder step, fused or not."""
+    with fused(use_fused):
+        value = decoder_step(dec, z, W, chunk, autocast_dtype, grouped)()
+    return value.float(), W.grad.detach().clone()
+
+
+def relative_differences(result, reference) -> tuple[float, float]:
+    """Relative difference of the summed output and of W's gradient (max entry)."""
+    (o1, g1), (o0, g0) = result, reference
     return (float((o1 - o0).abs() / o0.abs().clamp_min(1e-12)),
             float((g1 - g0).abs().max() / g0.abs().max().clamp_min(1e-12)))
+
+
+def fused_agreement(dec, z, W, chunk, fused_chunk, autocast_dtype, grouped) -> tuple[float, float]:
+    """relative_differences of the fused step against the unfused one."""
+    return relative_differences(step_result(dec, z, W, fused_chunk, autocast_dtype, grouped, True),
+                                step_result(dec, z, W, chunk, autocast_dtype, grouped, False))
 
 
 def loop_step(dec: MaskedDecoder, z, W, autocast_dtype=None):

@@ -32,15 +32,14 @@ PTR, I32 = "*fp32", "i32"
 
 
 def compile_kernel(which: str, tiles: dict, KP: int, H1P: int, H2P: int, arch: int = 90) -> dict:
+    ints = ["r", "g", "Kg", "H1", "H2", "n_mb", "genes_per"]
     if which == "fwd":
         fn, names = kernels._hidden_fwd, ["zg", "Wg", "V1g", "V2t", "b2", "vh", "F_out", "H2_out"]
-        ints = ["r", "g", "Kg", "H1", "H2", "n_mb", "genes_per"]
         const = dict(BM=tiles["BM"], KP=KP, H1P=H1P, H2P=H2P, DT=tl.bfloat16, PREC="tf32", STORE_H2=True)
     else:
         fn = kernels._hidden_bwd
         names = ["zg", "Wg", "V1g", "V2t", "vh", "dF", "H2_in", "dz_part", "dW_part", "dV1_part", "dV2_part",
                  "dvh_part", "db2_part"]
-        ints = ["r", "g", "Kg", "H1", "H2", "n_mb", "genes_per"]
         const = dict(BM=tiles["BM"], KP=KP, BH1=tiles["BH1"], H2P=H2P, DT=tl.bfloat16, PREC="tf32")
     sig = {n: ("*bf16" if n in ("H2_out", "H2_in") else PTR) for n in names}
     sig.update({n: I32 for n in ints})

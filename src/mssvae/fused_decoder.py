@@ -78,9 +78,13 @@ def _blocks(which: str, Kg: int, H1: int, H2: int) -> dict:
 
 def _runs(g: int, programs: int, device: torch.device, per_sm: int) -> tuple[int, int]:
     """(number of runs, features per run) that split g features so that programs × runs ≈ per_sm × SMs."""
-    n = max(1, min(g, -(-per_sm * _n_sm(device) // programs)))
-    per = -(-g // n)
-    return -(-g // per), per
+    n = max(1, min(g, _cdiv(per_sm * _n_sm(device), programs)))
+    per = _cdiv(g, n)
+    return _cdiv(g, per), per
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def _n_sm(device: torch.device) -> int:
@@ -113,7 +117,7 @@ class _FusedHidden(torch.autograd.Function):
         dt, torch_dt = _compute_dtype(zg.device)
         zg, Wg, V1g, b2, vh = (t.detach().float().contiguous() for t in (zg, Wg, V1g, b2, vh))
         V2t = V2.detach().float().t().contiguous()            # (H1, H2)
-        n_mb = triton_cdiv(r, blk["BM"])
+        n_mb = _cdiv(r, blk["BM"])
         n_runs, per = _runs(g, M * n_mb, zg.device, per_sm=2)   # long runs: the weights are read once a run
         out = torch.empty(M, g, r, device=zg.device, dtype=torch.float32)   # a program's rows contiguous
         h2 = torch.empty((M * g * r, blk["H2P"]) if store else (1,), device=zg.device, dtype=torch_dt)
@@ -132,8 +136,8 @@ class _FusedHidden(torch.autograd.Function):
         blk = _blocks("bwd", Kg, H1, H2)
         BM, KP, H2P = blk["BM"], blk["KP"], blk["H2P"]
         assert H2P == h2_stride
-        n_mb = triton_cdiv(r, BM)
-        n_bh = triton_cdiv(H1, blk["BH1"])
+        n_mb = _cdiv(r, BM)
+        n_bh = _cdiv(H1, blk["BH1"])
         P = M * n_mb
         # Enough programs to fill the GPU (~4 per SM), each looping over a run of features so that
         # its weight-gradient partials are summed on chip, not written per feature.
@@ -156,10 +160,6 @@ class _FusedHidden(torch.autograd.Function):
         d_b2 = db2.sum(0)[:H2]
         d_vh = dvh.sum(0)[:, :H2]
         return None, d_zg, d_Wg, d_V1g, d_V2, d_b2, d_vh
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def hidden(zg: torch.Tensor, Wg: torch.Tensor, V1g: torch.Tensor, V2: torch.Tensor, b2: torch.Tensor,
