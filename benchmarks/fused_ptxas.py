@@ -77,9 +77,9 @@ def main() -> None:
     KP, H1P, H2P = _pow2(a.latent), _pow2(H1), _pow2(H2)
     rows = []
     grid = {"fwd": [dict(BM=bm, num_warps=w, num_stages=s)
-                    for bm, w, s in itertools.product((32, 64, 128), (4, 8), (1, 2, 3))],
+                    for bm, w, s in itertools.product((16, 32, 64, 128), (4, 8), (1, 2, 3))],
             "bwd": [dict(BM=bm, BH1=bh, num_warps=w, num_stages=s)
-                    for bm, bh, w, s in itertools.product((32, 64, 128), (32, 64), (4, 8), (1, 2, 3))]}
+                    for bm, bh, w, s in itertools.product((16, 32, 64), (32, 64, 128), (4, 8), (1, 2, 3))]}
     for which, tilings in grid.items():
         for tiles in tilings:
             row = dict(kernel=which, **{k: tiles.get(k) for k in ("BM", "BH1", "num_warps", "num_stages")},

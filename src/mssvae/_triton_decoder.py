@@ -29,7 +29,10 @@ def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
                 DT: tl.constexpr, PREC: tl.constexpr, STORE_H2: tl.constexpr):
     # program: (study m, block of BM rows) × a run of features [j0, j1); F_out is (M, g, r).
     # V1 and V2 are read once and stay on chip for every feature of the run (they are the same for
-    # all features): only W_j and v_j change from one feature to the next.
+    # all features): only W_j and v_j change from one feature to the next.  Tiles are transposed
+    # (hidden units × rows) so that the hidden sizes, not the rows, are the products' M dimension,
+    # the one Hopper's wgmma needs ≥ 64 (fused_ptxas.csv: no spills at 64 rows, against 24 bytes
+    # a thread rows-first).
     pid = tl.program_id(0)
     m = pid // n_mb
     rows = (pid % n_mb) * BM + tl.arange(0, BM)
@@ -41,23 +44,23 @@ def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
     h1_ok = rh1 < H1
     h2_ok = rh2 < H2
 
-    z = tl.load(zg + (m * r + rows[:, None]) * Kg + rk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-    v1 = tl.load(V1g + (m * Kg + rk[:, None]) * H1 + rh1[None, :],
-                 mask=k_ok[:, None] & h1_ok[None, :], other=0.0).to(DT)                  # (KP, H1P)
-    v2 = tl.load(V2t + rh1[:, None] * H2 + rh2[None, :],
-                 mask=h1_ok[:, None] & h2_ok[None, :], other=0.0).to(DT)                 # (H1P, H2P)
+    zT = tl.load(zg + (m * r + rows[None, :]) * Kg + rk[:, None], mask=row_ok[None, :] & k_ok[:, None], other=0.0)
+    v1T = tl.load(V1g + (m * Kg + rk[None, :]) * H1 + rh1[:, None],
+                  mask=k_ok[None, :] & h1_ok[:, None], other=0.0).to(DT)                 # (H1P, KP)
+    v2 = tl.load(V2t + rh1[None, :] * H2 + rh2[:, None],
+                 mask=h1_ok[None, :] & h2_ok[:, None], other=0.0).to(DT)                 # (H2P, H1P)
     bias = tl.load(b2 + rh2, mask=h2_ok, other=0.0)
     j0 = tl.program_id(1) * genes_per
     j1 = tl.minimum(j0 + genes_per, g)
     for j in range(j0, j1):
         w = tl.load(Wg + (m * g + j) * Kg + rk, mask=k_ok, other=0.0)
-        h1 = tl.maximum(tl.dot((z * w[None, :]).to(DT), v1, input_precision=PREC), 0.0)  # (BM, H1P)
-        h2 = tl.maximum(tl.dot(h1.to(DT), v2, input_precision=PREC) + bias[None, :], 0.0)  # (BM, H2P)
+        h1T = tl.maximum(tl.dot(v1T, (zT * w[:, None]).to(DT), input_precision=PREC), 0.0)      # (H1P, BM)
+        h2T = tl.maximum(tl.dot(v2, h1T.to(DT), input_precision=PREC) + bias[:, None], 0.0)     # (H2P, BM)
         v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)
-        tl.store(F_out + (m * g + j) * r + rows, tl.sum(h2 * v[None, :], axis=1), mask=row_ok)
+        tl.store(F_out + (m * g + j) * r + rows, tl.sum(h2T * v[:, None], axis=0), mask=row_ok)
         if STORE_H2:
-            tl.store(H2_out + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :], h2.to(DT),
-                     mask=row_ok[:, None])
+            tl.store(H2_out + ((m * g + j) * r + rows[None, :]) * H2P + rh2[:, None], h2T.to(DT),
+                     mask=row_ok[None, :])
 
 
 @triton.jit
@@ -66,7 +69,11 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
                 r, g, Kg, H1, H2, n_mb, genes_per,
                 BM: tl.constexpr, KP: tl.constexpr, BH1: tl.constexpr, H2P: tl.constexpr, DT: tl.constexpr,
                 PREC: tl.constexpr):
-    # program: block bh of H1 × (study m, row block mb) × a run of features [j0, j1); dF is (M, g, r)
+    # program: block bh of H1 × (study m, row block mb) × a run of features [j0, j1); dF is (M, g, r).
+    # Transposed tiles, as in the forward: every product has a hidden size or K as its M dimension
+    # (BH1, H2P or KP ≥ 64), so all five use wgmma even at 16 rows, where the accumulators fit in
+    # registers (fused_ptxas.csv: no spills at 16 rows and H1 block 64; rows-first, 24 bytes of
+    # spills at 32 rows and H1 block 32, with the older mma.sync).
     bh = tl.program_id(0)
     pid = tl.program_id(1)
     gs = tl.program_id(2)
@@ -82,13 +89,13 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
     h2_ok = rh2 < H2
     h1_ok = rh1 < H1
 
-    v1 = tl.load(V1g + (m * Kg + rk[:, None]) * H1 + rh1[None, :],
-                 mask=k_ok[:, None] & h1_ok[None, :], other=0.0).to(DT)                  # (KP, BH1)
-    v2T = tl.load(V2t + rh1[None, :] * H2 + rh2[:, None],
-                  mask=h1_ok[None, :] & h2_ok[:, None], other=0.0).to(DT)                # (H2P, BH1)
-    z_ptr = zg + (m * r + rows[:, None]) * Kg + rk[None, :]
-    z_ok = row_ok[:, None] & k_ok[None, :]
-    dz = tl.zeros((BM, KP), dtype=tl.float32)
+    v1T = tl.load(V1g + (m * Kg + rk[None, :]) * H1 + rh1[:, None],
+                  mask=k_ok[None, :] & h1_ok[:, None], other=0.0).to(DT)                 # (BH1, KP)
+    v2b = tl.load(V2t + rh1[:, None] * H2 + rh2[None, :],
+                  mask=h1_ok[:, None] & h2_ok[None, :], other=0.0).to(DT)                # (BH1, H2P)
+    zT_ptr = zg + (m * r + rows[None, :]) * Kg + rk[:, None]
+    zT_ok = row_ok[None, :] & k_ok[:, None]
+    dzT = tl.zeros((KP, BM), dtype=tl.float32)
     dV1 = tl.zeros((BH1, KP), dtype=tl.float32)
     dV2 = tl.zeros((H2P, BH1), dtype=tl.float32)
     db2 = tl.zeros((H2P,), dtype=tl.float32)
@@ -96,27 +103,27 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
     j1 = tl.minimum(j0 + genes_per, g)
     for j in range(j0, j1):
         # z is read again for every feature (from cache) rather than held: registers are the limit here.
-        z = tl.load(z_ptr, mask=z_ok, other=0.0)
+        zT = tl.load(zT_ptr, mask=zT_ok, other=0.0)
         w = tl.load(Wg + (m * g + j) * Kg + rk, mask=k_ok, other=0.0)
-        c = (z * w[None, :]).to(DT)
-        h1 = tl.maximum(tl.dot(c, v1, input_precision=PREC), 0.0)  # (BM, BH1)
-        h2 = tl.load(H2_in + ((m * g + j) * r + rows[:, None]) * H2P + rh2[None, :],
-                     mask=row_ok[:, None], other=0.0)                                    # (BM, H2P), DT
+        cT = (zT * w[:, None]).to(DT)                                                    # (KP, BM)
+        h1T = tl.maximum(tl.dot(v1T, cT, input_precision=PREC), 0.0)                    # (BH1, BM)
+        h2T = tl.load(H2_in + ((m * g + j) * r + rows[None, :]) * H2P + rh2[:, None],
+                      mask=row_ok[None, :], other=0.0)                                   # (H2P, BM), DT
         d = tl.load(dF + (m * g + j) * r + rows, mask=row_ok, other=0.0)                 # (BM,)
         v = tl.load(vh + j * H2 + rh2, mask=h2_ok, other=0.0)
-        da2 = tl.where(h2 > 0.0, d[:, None] * v[None, :], 0.0).to(DT)                  # (BM, H2P)
-        da1 = tl.where(h1 > 0.0, tl.dot(da2, v2T, input_precision=PREC), 0.0).to(DT)  # (BM, BH1)
-        dV2 += tl.dot(tl.trans(da2), h1.to(DT), input_precision=PREC)
-        dV1 += tl.dot(tl.trans(da1), c, input_precision=PREC)
-        dc = tl.dot(da1, tl.trans(v1), input_precision=PREC)  # (BM, KP)
-        dz += dc * w[None, :]
-        tl.store(dW_part + ((bh * tl.num_programs(1) + pid) * g + j) * KP + rk, tl.sum(dc * z, axis=0))
+        da2T = tl.where(h2T > 0.0, v[:, None] * d[None, :], 0.0).to(DT)                # (H2P, BM)
+        da1T = tl.where(h1T > 0.0, tl.dot(v2b, da2T, input_precision=PREC), 0.0).to(DT)  # (BH1, BM)
+        dV2 += tl.dot(da2T, tl.trans(h1T.to(DT)), input_precision=PREC)
+        dV1 += tl.dot(da1T, tl.trans(cT), input_precision=PREC)
+        dcT = tl.dot(tl.trans(v1T), da1T, input_precision=PREC)                         # (KP, BM)
+        dzT += dcT * w[:, None]
+        tl.store(dW_part + ((bh * tl.num_programs(1) + pid) * g + j) * KP + rk, tl.sum(dcT * zT, axis=1))
         if bh == 0:
-            tl.store(dvh_part + (pid * g + j) * H2P + rh2, tl.sum(d[:, None] * h2.to(tl.float32), axis=0))
-            db2 += tl.sum(da2.to(tl.float32), axis=0)
+            tl.store(dvh_part + (pid * g + j) * H2P + rh2, tl.sum(h2T.to(tl.float32) * d[None, :], axis=1))
+            db2 += tl.sum(da2T.to(tl.float32), axis=1)
     slot = pid * n_gs + gs
-    tl.store(dz_part + ((bh * n_gs + gs) * tl.num_programs(1) * BM + pid * BM + tl.arange(0, BM)[:, None]) * KP
-             + rk[None, :], dz)
+    tl.store(dz_part + ((bh * n_gs + gs) * tl.num_programs(1) * BM + pid * BM + tl.arange(0, BM)[None, :]) * KP
+             + rk[:, None], dzT)
     tl.store(dV1_part + (slot * H1 + rh1[:, None]) * KP + rk[None, :], dV1, mask=h1_ok[:, None])
     tl.store(dV2_part + (slot * H2P + rh2[:, None]) * H1 + rh1[None, :], dV2, mask=h1_ok[None, :])
     if bh == 0:

@@ -50,11 +50,12 @@ def _pow2(n: int, lo: int = 16) -> int:
 
 
 # Tile sizes, warps and pipeline stages of the two kernels.  Chosen by compiling for sm_90a on a CPU
-# and reading ptxas's register report (docs/performance.md, "A fused decoder kernel"): the fewest spills among
-# tiles that use Hopper's wgmma (rows ≥ 64 a warp group); not yet timed on a GPU
-# (benchmarks/fused_tune.py scans them there).  tl.dot needs every dimension ≥ 16.
+# and reading ptxas's register report (docs/performance.md, "A fused decoder kernel"): with the
+# kernels' transposed tiles, the largest row blocks that compile without spills, every product on
+# Hopper's wgmma; not yet timed on a GPU (benchmarks/fused_tune.py scans them there).  tl.dot needs
+# every dimension ≥ 16.
 CONFIG = {"fwd": dict(BM=64, num_warps=8, num_stages=1),
-          "bwd": dict(BM=32, BH1=32, num_warps=8, num_stages=2)}
+          "bwd": dict(BM=16, BH1=64, num_warps=8, num_stages=2)}
 # The forward keeps V1 (Kg × H1) and V2 (H1 × H2) on chip for a whole run of features: at most 128 KiB
 # between them (of an H100/H200's 227 KiB of shared memory per block), so 64 Ki entries in bf16 (the
 # training step under autocast) and 32 Ki in fp32 (fits in fp32 and the no-grad passes outside autocast).
