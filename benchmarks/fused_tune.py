@@ -7,18 +7,52 @@ training's grouped layout) it first times the forward kernel alone for each forw
 whole step (forward + backward) for each backward tiling with the best forward one, each as a
 share of the bf16 GEMM peak measured in the same run.  Every row is also checked against the unfused
 step (relative difference of the output and of W's gradient).  Needs CUDA and triton.
+
+Compiling a tiling takes seconds of host time (the backward most), which on a lent GPU is device
+time: with --compile-processes P (default on CUDA: up to 12), P processes first run one fused step
+each per tiling, so that Triton's on-disk cache holds every kernel before the timing starts (same
+shapes, so the same specialisation and cache key) and the timed process only loads them.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
+import os
 import platform
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import decoder_speed as ds
 import torch
 
 from mssvae import fused_decoder
+
+_inputs = None   # a compiling process's decoder inputs (built once per process)
+
+
+def _build(a):
+    torch.manual_seed(0)
+    H1, H2 = (int(v) for v in a.hidden.split(","))
+    return ds.decoder_inputs(a.batch, a.features, a.latent, (H1, H2), a.studies, a.shared, torch.device(a.device))
+
+
+def _compile_init(a) -> None:
+    global _inputs
+    _inputs = (_build(a), torch.bfloat16 if a.device == "cuda" else None, a.features)
+
+
+def _compile(job) -> str:
+    """One fused step with one tiling (which kernel, its tiles): Triton compiles and caches the kernels."""
+    (dec, z, W, grouped), dtype, G = _inputs
+    which, cfg = job
+    fused_decoder.CONFIG[which] = cfg
+    try:
+        with ds.fused(True):
+            ds.decoder_step(dec, z, W, G, dtype, grouped)()
+        return ""
+    except Exception as err:   # reported again, and skipped, when the timing loop meets it
+        return f"{which} {cfg}: {repr(err)[:120]}"
 
 
 def main() -> None:
@@ -31,15 +65,28 @@ def main() -> None:
     p.add_argument("--shared", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cuda", help="cpu only for a smoke test under TRITON_INTERPRET=1")
+    p.add_argument("--compile-processes", type=int, default=None,
+                   help="processes that compile the tilings before the timing (default: up to 12 on CUDA, 0 on cpu)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     dtype = torch.bfloat16 if cuda else None
-    torch.manual_seed(0)
     B, G, K = a.batch, a.features, a.latent
     H1, H2 = (int(v) for v in a.hidden.split(","))
-    dec, z, W, grouped = ds.decoder_inputs(B, G, K, (H1, H2), a.studies, a.shared, dev)
+    # 8 warps only: at 4, every tiling spills 52 B or more (results/fused_ptxas.csv)
+    fwd_tiles = [dict(BM=bm, num_warps=8, num_stages=s) for bm, s in itertools.product((16, 32, 64, 128), (1, 2))]
+    bwd_tiles = [dict(BM=bm, BH1=bh, num_warps=8, num_stages=s)
+                 for bm, bh, s in itertools.product((16, 32, 64), (32, 64, 128), (1, 2))]
+    n_proc = a.compile_processes if a.compile_processes is not None else (min(12, os.cpu_count() or 1) if cuda else 0)
+    if n_proc > 0:
+        jobs = [("fwd", c) for c in fwd_tiles] + [("bwd", c) for c in bwd_tiles]
+        with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_compile_init, initargs=(a,)) as pool:
+            failed = [m for m in pool.map(_compile, jobs) if m]
+        print(f"compiled {len(jobs) - len(failed)} of {len(jobs)} tilings in {n_proc} processes", *failed,
+              sep="\n", flush=True)
+    dec, z, W, grouped = _build(a)
     B = z.shape[0]
     # The hidden path's useful FLOPs, forward: with --studies a sample's first layer needs only its
     # study's K_S + K_m columns, and counting all K would flatter the grouped layout.
@@ -65,10 +112,6 @@ def main() -> None:
                    machine=f"{platform.machine()}, torch {torch.__version__}")
         ds.append_row(row, a.out)   # row by row: a run cut short by its time limit keeps what it measured
 
-    # 8 warps only: at 4, every tiling spills 52 B or more (results/fused_ptxas.csv)
-    fwd_tiles = [dict(BM=bm, num_warps=8, num_stages=s) for bm, s in itertools.product((16, 32, 64, 128), (1, 2))]
-    bwd_tiles = [dict(BM=bm, BH1=bh, num_warps=8, num_stages=s)
-                 for bm, bh, s in itertools.product((16, 32, 64), (32, 64, 128), (1, 2))]
     best_fwd, best = None, float("inf")
     with ds.fused(True):
         for cfg in fwd_tiles:
