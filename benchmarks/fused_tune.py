@@ -9,9 +9,10 @@ share of the bf16 GEMM peak measured in the same run.  Every row is also checked
 step (relative difference of the output and of W's gradient).  Needs CUDA and triton.
 
 Compiling a tiling takes seconds of host time (the backward most), which on a lent GPU is device
-time: with --compile-processes P (default on CUDA: up to 12), P processes first run one fused step
-each per tiling, so that Triton's on-disk cache holds every kernel before the timing starts (same
-shapes, so the same specialisation and cache key) and the timed process only loads them.
+time: with --compile-processes P (default on CUDA: up to 12), a pool of P processes first runs one
+fused step per tiling (each tiling once, spread over the pool), so that Triton's on-disk cache holds
+every kernel before the timing starts (same shapes, so the same specialisation and cache key) and
+the timing process only loads them.  Tilings that fail there are not tried again.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _build(a):
 
 def _compile_init(a) -> None:
     global _inputs
-    _inputs = (_build(a), torch.bfloat16 if a.device == "cuda" else None, a.features)
+    _inputs = (_build(a), torch.bfloat16 if torch.device(a.device).type == "cuda" else None, a.features)
 
 
 def _compile(job) -> str:
@@ -51,8 +52,8 @@ def _compile(job) -> str:
         with ds.fused(True):
             ds.decoder_step(dec, z, W, G, dtype, grouped)()
         return ""
-    except Exception as err:   # reported again, and skipped, when the timing loop meets it
-        return f"{which} {cfg}: {repr(err)[:120]}"
+    except Exception as err:   # a tiling that does not compile (registers, shared memory)
+        return repr(err)[:200]
 
 
 def main() -> None:
@@ -81,11 +82,20 @@ def main() -> None:
     n_proc = a.compile_processes if a.compile_processes is not None else (min(12, os.cpu_count() or 1) if cuda else 0)
     if n_proc > 0:
         jobs = [("fwd", c) for c in fwd_tiles] + [("bwd", c) for c in bwd_tiles]
-        with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_compile_init, initargs=(a,)) as pool:
-            failed = [m for m in pool.map(_compile, jobs) if m]
-        print(f"compiled {len(jobs) - len(failed)} of {len(jobs)} tilings in {n_proc} processes", *failed,
-              sep="\n", flush=True)
+        try:
+            with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_compile_init, initargs=(a,)) as pool:
+                errors = list(pool.map(_compile, jobs))
+        except Exception as err:   # a worker that died (or could not start CUDA): compile while timing instead
+            print("parallel compile skipped:", repr(err)[:200], flush=True)
+        else:
+            failed = [job for job, e in zip(jobs, errors) if e]
+            print(f"compiled {len(jobs) - len(failed)} of {len(jobs)} tilings in {n_proc} processes", flush=True)
+            for (which, cfg), e in zip(jobs, errors):
+                if e:
+                    print(which, cfg, "failed:", e, flush=True)
+            fwd_tiles = [c for c in fwd_tiles if ("fwd", c) not in failed]
+            bwd_tiles = [c for c in bwd_tiles if ("bwd", c) not in failed]
     dec, z, W, grouped = _build(a)
     B = z.shape[0]
     # The hidden path's useful FLOPs, forward: with --studies a sample's first layer needs only its

@@ -182,3 +182,22 @@ def test_a_call_too_large_for_int32_offsets_is_split_by_features(monkeypatch, fu
     assert sorted(calls) == [1, 2, 2]   # 5 features → 2 + 3 → 2 + (1 + 2)
     torch.testing.assert_close(split, whole)
     torch.testing.assert_close(torch.autograd.grad(split.sum(), ins[1])[0], torch.autograd.grad(whole.sum(), ins[1])[0])
+
+
+def test_a_call_whose_partial_weight_gradients_pass_int32_offsets_is_split_too(monkeypatch, fused_on):
+    # With a wide first layer the backward's partial dW sums (one K row per block of H1, block of rows
+    # and feature) outgrow h2; the split must look at them as well.
+    gen = torch.Generator().manual_seed(1)
+    shapes = [(1, 16, 64), (1, 4, 64), (1, 64, 512), (16, 512), (16,), (4, 16)]
+    ins = [(torch.randn(s, generator=gen) * 0.2).to(DEVICE).requires_grad_() for s in shapes]
+    whole = fused_decoder.hidden(*ins)
+    calls = []
+    apply = fused_decoder._FusedHidden.apply
+    monkeypatch.setattr(fused_decoder._FusedHidden, "apply", lambda *a: calls.append(a[2].shape[1]) or apply(*a))
+    # h2 of 4 features: 16 rows × 4 × 16 = 1024 entries, under the limit; their partial dW sums:
+    # 8 blocks of H1 × 1 block of rows × 4 × 64 = 2048, over it; 2 features give 1024.
+    monkeypatch.setattr(fused_decoder, "INT32_LIMIT", 1025)
+    split = fused_decoder.hidden(*ins)
+    assert calls == [2, 2]
+    torch.testing.assert_close(split, whole)
+    torch.testing.assert_close(torch.autograd.grad(split.sum(), ins[2])[0], torch.autograd.grad(whole.sum(), ins[2])[0])

@@ -12,8 +12,9 @@ tile of BM rows of one feature goes through both layers on chip. The forward sto
 h2 (needed by the backward, H2 ≤ H1 values a row); the backward recomputes layer 1 block by block.
 
 Offsets are int32 (int64 ones cost the forward ~200 bytes of spills a thread): the caller keeps
-B·g·H2 under 2^31.  Every partial sum is written to its own slot of a buffer and summed by the caller, never
-accumulated with atomics, so results are deterministic.  ``DT`` is the dtype the products take
+every buffer (h2, B·g·H2; the partial dW sums) under 2^31 entries.  Every partial sum is written to
+its own slot of a buffer and summed by the caller, never accumulated with atomics, so results are
+deterministic.  ``DT`` is the dtype the products take
 their inputs in (bf16 on a GPU, fp32 in Triton's CPU interpreter, whose bf16 is not usable);
 accumulation is always fp32.  ``PREC`` is "ieee" for fp32 products (as torch's matmul, which does not
 use TF32 unless asked to) and "tf32" (ignored) for bf16 ones.
@@ -31,8 +32,8 @@ def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
     # V1 and V2 are read once and stay on chip for every feature of the run (they are the same for
     # all features): only W_j and v_j change from one feature to the next.  Tiles are transposed
     # (hidden units × rows) so that the hidden sizes, not the rows, are the products' M dimension,
-    # the one Hopper's wgmma needs ≥ 64 (fused_ptxas.csv: no spills at 64 rows, against 24 bytes
-    # a thread rows-first).
+    # the one Hopper's wgmma needs ≥ 64 (results/fused_ptxas.csv: no spills at 64 rows;
+    # fused_ptxas_rows_first.csv: 24 bytes a thread with rows-first tiles).
     pid = tl.program_id(0)
     m = pid // n_mb
     rows = (pid % n_mb) * BM + tl.arange(0, BM)
@@ -70,10 +71,10 @@ def _hidden_bwd(zg, Wg, V1g, V2t, vh, dF, H2_in,
                 BM: tl.constexpr, KP: tl.constexpr, BH1: tl.constexpr, H2P: tl.constexpr, DT: tl.constexpr,
                 PREC: tl.constexpr):
     # program: block bh of H1 × (study m, row block mb) × a run of features [j0, j1); dF is (M, g, r).
-    # Transposed tiles, as in the forward: every product has a hidden size or K as its M dimension
-    # (BH1, H2P or KP ≥ 64), so all five use wgmma even at 16 rows, where the accumulators fit in
-    # registers (fused_ptxas.csv: no spills at 16 rows and H1 block 64; rows-first, 24 bytes of
-    # spills at 32 rows and H1 block 32, with the older mma.sync).
+    # Transposed tiles, as in the forward: every product has BH1, H2P or KP as its M dimension, so
+    # when all three are ≥ 64 (the RNA configuration) all five use wgmma even at 16 rows, where the
+    # accumulators fit in registers (results/fused_ptxas.csv: no spills at 16 rows and H1 block 64;
+    # fused_ptxas_rows_first.csv: 24 bytes at 32 rows and H1 block 32, mostly the older mma.sync).
     bh = tl.program_id(0)
     pid = tl.program_id(1)
     gs = tl.program_id(2)

@@ -15,7 +15,7 @@ from functools import lru_cache
 import torch
 
 ENV = "MSSVAE_FUSED_DECODER"
-INT32_LIMIT = 2**31   # the kernels index h2 (B·g rows of H2) with int32 offsets
+INT32_LIMIT = 2**31   # the kernels index their largest buffers (h2, dW's partial sums) with int32 offsets
 
 
 @lru_cache(maxsize=1)
@@ -163,6 +163,14 @@ class _FusedHidden(torch.autograd.Function):
         return None, d_zg, d_Wg, d_V1g, d_V2, d_b2, d_vh
 
 
+def _largest_buffer(M: int, r: int, g: int, Kg: int, H1: int, H2: int) -> int:
+    """Entries of the largest buffer a call writes with int32 offsets: h2 (M·r·g rows of H2, padded)
+    or the backward's partial dW sums (one row of K per block of H1, block of rows and feature)."""
+    blk = _blocks("bwd", Kg, H1, H2)
+    partial_dW = _cdiv(H1, blk["BH1"]) * M * _cdiv(r, blk["BM"]) * g * blk["KP"]
+    return max(M * r * g * blk["H2P"], partial_dW)
+
+
 def hidden(zg: torch.Tensor, Wg: torch.Tensor, V1g: torch.Tensor, V2: torch.Tensor, b2: torch.Tensor,
            v_hidden: torch.Tensor) -> torch.Tensor:
     """F (M, r, g) with F[m, i, j] = v_hidden[j] · ReLU(V2 ReLU(V1g[m]ᵀ (zg[m, i] ⊙ Wg[m, j])) + b2).
@@ -178,7 +186,7 @@ def hidden(zg: torch.Tensor, Wg: torch.Tensor, V1g: torch.Tensor, V2: torch.Tens
     # h2 is kept for the backward only when one will run (a forward under no_grad writes F alone).
     store = torch.is_grad_enabled() and any(t.requires_grad for t in (zg, Wg, V1g, V2, b2, v_hidden))
     g = Wg.shape[1]
-    if store and g > 1 and M * r * g * _pow2(v_hidden.shape[1]) >= INT32_LIMIT:   # the kernels' offsets are int32
+    if store and g > 1 and _largest_buffer(M, r, g, zg.shape[2], V1g.shape[2], V2.shape[0]) >= INT32_LIMIT:
         half = g // 2
         return torch.cat([hidden(zg, Wg[:, :half], V1g, V2, b2, v_hidden[:half]),
                           hidden(zg, Wg[:, half:], V1g, V2, b2, v_hidden[half:])], dim=2)
