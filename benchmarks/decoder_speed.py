@@ -20,7 +20,8 @@ Issue 9, goals 1 and 2, measured in one run so that the ratios share the machine
 4. --fused (GPU, needs triton): the same step with `MSSVAE_FUSED_DECODER=1`, the hidden path as one
    Triton kernel (`mssvae.fused_decoder`), plain and (with --studies) grouped, all features in one
    chunk unless --fused-chunk says otherwise; the row also records how far its loss and W's
-   gradient are from the unfused step's in the same run (relative max difference).
+   gradient are from the unfused step's in the same run (relative max difference).  The grouped
+   fused step's share of the peak counts the K_S + K_m columns its first layer reads.
 
 Each timing is the median of --repeats runs after one warm-up.
 """
@@ -202,6 +203,9 @@ def main() -> None:
     dec, z, W, grouped = decoder_inputs(B, G, K, (H1, H2), a.studies, a.shared, dev)
     B = z.shape[0]   # with --studies, a multiple of the number of studies: every step runs on these rows
     flops = 6.0 * B * G * (K * H1 + H1 * H2 + H2 + K)
+    # a grouped first layer reads only each study's K_S + K_m columns: its useful FLOPs count those
+    k_used = K if grouped is None else grouped[0].study_columns.shape[1]
+    flops_grouped = 6.0 * B * G * (k_used * H1 + H1 * H2 + H2 + K)
 
     peak = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)
     t_step = _median_time(decoder_step(dec, z, W, chunk, dtype if cuda else None), a.repeats)
@@ -234,7 +238,9 @@ def main() -> None:
         subsample=a.subsample, subsampled_step_seconds=round(t_sub, 3),
         subsampled_speedup_vs_loop=round(t_loop / t_sub, 1),
         fused_step_seconds=round(t_fused, 4), fused_share_of_peak=round(flops / t_fused / 1e9 / peak, 3),
-        fused_grouped_step_seconds=round(t_fused_grouped, 4), fused_vs_plain=round(t_step / t_fused, 2),
+        fused_grouped_step_seconds=round(t_fused_grouped, 4),
+        fused_grouped_share_of_peak=round(flops_grouped / t_fused_grouped / 1e9 / peak, 3),
+        fused_vs_plain=round(t_step / t_fused, 2),
         fused_rel_diff_output=err_out, fused_rel_diff_grad_W=err_grad,
         device=torch.cuda.get_device_name(dev) if cuda else "cpu", dtype=str(dtype).replace("torch.", ""),
         machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
