@@ -36,6 +36,7 @@ def compile_kernel(which: str, tiles: dict, KP: int, H1P: int, H2P: int, arch: i
     if which == "fwd":
         fn, names = kernels._hidden_fwd, ["zg", "Wg", "V1g", "V2t", "b2", "vh", "F_out", "H2_out"]
         const = dict(BM=tiles["BM"], KP=KP, H1P=H1P, H2P=H2P, DT=tl.bfloat16, PREC="tf32", STORE_H2=True)
+        ints.append("row0")
     else:
         fn = kernels._hidden_bwd
         names = ["zg", "Wg", "V1g", "V2t", "vh", "dF", "H2_in", "dz_part", "dW_part", "dV1_part", "dV2_part",

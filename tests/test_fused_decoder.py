@@ -201,3 +201,16 @@ def test_a_call_whose_partial_weight_gradients_pass_int32_offsets_is_split_too(m
     assert calls == [2, 2]
     torch.testing.assert_close(split, whole)
     torch.testing.assert_close(torch.autograd.grad(split.sum(), ins[2])[0], torch.autograd.grad(whole.sum(), ins[2])[0])
+
+
+@pytest.mark.parametrize("BM", [16, 32, 64, 128])
+def test_the_forward_covers_each_row_of_a_study_once_with_little_padding(BM):
+    # A balanced batch has r = batch_size // M rows a study (85 at batch 512 and 6 studies): full
+    # blocks, then one smaller block for the rest, rather than padding the last block to BM.
+    for r in range(1, 300):
+        launches = fused_decoder._row_launches(r, BM)
+        rows = [row0 + i * bm + k for bm, row0, n in launches for i in range(n) for k in range(bm)]
+        assert sorted(x for x in rows if x < r) == list(range(r))       # every row once
+        rest = r % BM
+        assert len(rows) - r <= (max(rest, 16) if rest else 0)           # the padding, at most the rest's size
+    assert fused_decoder._row_launches(85, 64) == [(64, 0, 1), (32, 64, 1)]   # 96 rows computed, not 128

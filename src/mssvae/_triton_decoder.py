@@ -25,10 +25,12 @@ import triton.language as tl
 
 @triton.jit
 def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
-                r, g, Kg, H1, H2, n_mb, genes_per,
+                r, g, Kg, H1, H2, n_mb, genes_per, row0,
                 BM: tl.constexpr, KP: tl.constexpr, H1P: tl.constexpr, H2P: tl.constexpr,
                 DT: tl.constexpr, PREC: tl.constexpr, STORE_H2: tl.constexpr):
-    # program: (study m, block of BM rows) × a run of features [j0, j1); F_out is (M, g, r).
+    # program: (study m, block of BM rows from row0 on) × a run of features [j0, j1); F_out is (M, g, r).
+    # The caller covers a study's r rows with blocks of BM and, for the rest, one smaller block
+    # (fused_decoder._row_launches): row0 is the first row of this launch's blocks.
     # V1 and V2 are read once and stay on chip for every feature of the run (they are the same for
     # all features): only W_j and v_j change from one feature to the next.  Tiles are transposed
     # (hidden units × rows) so that the hidden sizes, not the rows, are the products' M dimension,
@@ -36,7 +38,7 @@ def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,
     # fused_ptxas_rows_first.csv: 24 bytes a thread with rows-first tiles).
     pid = tl.program_id(0)
     m = pid // n_mb
-    rows = (pid % n_mb) * BM + tl.arange(0, BM)
+    rows = row0 + (pid % n_mb) * BM + tl.arange(0, BM)
     rk = tl.arange(0, KP)
     rh1 = tl.arange(0, H1P)
     rh2 = tl.arange(0, H2P)
