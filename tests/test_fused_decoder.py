@@ -214,3 +214,17 @@ def test_the_forward_covers_each_row_of_a_study_once_with_little_padding(BM):
         rest = r % BM
         assert len(rows) - r <= (max(rest, 16) if rest else 0)           # the padding, at most the rest's size
     assert fused_decoder._row_launches(85, 64) == [(64, 0, 1), (32, 64, 1)]   # 96 rows computed, not 128
+
+
+def test_runs_of_features_cover_every_feature_and_fill_the_last_wave(monkeypatch):
+    # A program holds a whole SM at the default tilings, so a launch runs in waves of one per SM.
+    monkeypatch.setattr(fused_decoder, "_n_sm", lambda device: 132)    # an H100 / H200
+    for g in (1, 7, 100, 5000):
+        for programs in (1, 6, 144, 500):
+            n, per = fused_decoder._runs(g, programs, None, per_sm=4)
+            assert (n - 1) * per < g <= n * per                    # every feature in one run, no empty run
+            assert n == g or programs * n >= 4 * 132               # at least the programs per SM asked for
+    # The backward at batch 512 in 6 studies (4 blocks of H1 × 6 studies × 6 blocks of 16 rows):
+    # 11 runs make 1,584 programs, 12 full waves, where 4 runs (576) would leave the 5th wave 36 % full.
+    n, per = fused_decoder._runs(5000, 144, None, per_sm=4)
+    assert (n, 144 * n % 132) == (11, 0)
