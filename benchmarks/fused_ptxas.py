@@ -1,6 +1,7 @@
 """Compile the fused decoder's kernels for a Hopper GPU (sm_90a) on any machine, and read ptxas's report.
 
     python benchmarks/fused_ptxas.py --out benchmarks/results/fused_ptxas.csv
+    python benchmarks/fused_ptxas.py --latent 60 --out benchmarks/results/fused_ptxas_k60.csv   (training's grouped K)
 
 No GPU is needed: Triton compiles to PTX and its bundled ptxas assembles it for sm_90a.  For each tiling
 (rows BM, H1 block BH1 for the backward, warps, pipeline stages) at the RNA configuration's padded
@@ -70,6 +71,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--latent", type=int, default=80)
     p.add_argument("--hidden", default="256,128")
+    p.add_argument("--kernels", default="fwd,bwd", help="which kernels' tilings to compile (fwd, bwd or both)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     from mssvae.fused_decoder import CONFIG, _pow2
@@ -82,6 +84,8 @@ def main() -> None:
             "bwd": [dict(BM=bm, BH1=bh, num_warps=w, num_stages=s)
                     for bm, bh, w, s in itertools.product((16, 32, 64), (32, 64, 128), (4, 8), (1, 2, 3))]}
     for which, tilings in grid.items():
+        if which not in a.kernels.split(","):
+            continue
         for tiles in tilings:
             row = dict(kernel=which, **{k: tiles.get(k) for k in ("BM", "BH1", "num_warps", "num_stages")},
                        default=tiles == CONFIG[which], **compile_kernel(which, tiles, KP, H1P, H2P),
