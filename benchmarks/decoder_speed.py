@@ -22,6 +22,7 @@ Issue 9, goals 1 and 2, measured in one run so that the ratios share the machine
    chunk unless --fused-chunk says otherwise; the row also records how far its loss and W's
    gradient are from the unfused step's in the same run (relative max difference).  The grouped
    fused step's share of the peak counts the K_S + K_m columns its first layer reads.
+   --profile-fused PATH also writes torch.profiler's table of three fused steps (where the time goes).
 
 Each timing is the median of --repeats runs after one warm-up.
 """
@@ -189,6 +190,8 @@ def main() -> None:
     p.add_argument("--fused", action="store_true",
                    help="also time the fused Triton decoder (MSSVAE_FUSED_DECODER=1; a GPU and triton)")
     p.add_argument("--fused-chunk", type=int, default=None, help="features per chunk of the fused step (all)")
+    p.add_argument("--profile-fused", type=Path, default=None,
+                   help="with --fused: write torch.profiler's table of 3 fused steps (grouped with --studies) here")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     if a.threads:
@@ -225,6 +228,9 @@ def main() -> None:
                 t_fused_grouped = _median_time(decoder_step(dec, z, W, fchunk, dtype if cuda else None, grouped),
                                                a.repeats)
         err_out, err_grad = fused_agreement(dec, z, W, chunk, fchunk, dtype if cuda else None, grouped)
+        if a.profile_fused:
+            with fused(True):
+                profile_step(decoder_step(dec, z, W, fchunk, dtype if cuda else None, grouped), a.profile_fused, cuda)
     peak_after = gemm_peak(a.gemm_n, a.repeats, a.device, dtype)  # the machine's state may drift during the run
     peak = max(peak, peak_after)
     row = dict(
@@ -246,6 +252,23 @@ def main() -> None:
         machine=f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     )
     append_row(row, a.out)
+
+
+def profile_step(fn, path: Path, cuda: bool, steps: int = 3) -> None:
+    """Write (and print) torch.profiler's per-kernel table of ``steps`` runs of ``fn``: where a step's
+    time goes (the fused kernels, their tail launches, the partial-sum reductions, the small ops)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()   # compiled and warm before the profile
+    _sync()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(steps):
+            fn()
+        _sync()
+    table = prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
+                                      row_limit=25)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{steps} steps\n{table}\n")
+    print(table)
 
 
 def append_row(row: dict, out: Path | None) -> None:

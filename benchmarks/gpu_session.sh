@@ -10,15 +10,16 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 python3 -c "import triton; print('triton', triton.__version__)" || pip install -q 'triton>=3.2'
 # The fused decoder first (about 6-8 min; a device call may run 10 min, so the parts are ordered by
 # what they settle and each has its own time limit): its tests on the GPU; the step against the
-# unfused one at the RNA configuration, grouped (training's layout) and plain, with the share of the
-# bf16 peak that goal 4 asks about; one platelet-size fit without and with it; then the tile scan
-# with the time left of 580 s (at least 120), which writes its rows as it goes, so a scan cut short
-# keeps what it measured.  Run it with the device call's timeout at 600 s.
+# unfused one at the RNA configuration, grouped (training's layout, with a profile of the fused
+# step: which kernel takes the time) and plain, with the share of the bf16 peak that goal 4 asks
+# about; one platelet-size fit without and with it; then the tile scan with the time left of 580 s
+# (at least 120), which writes its rows as it goes, so a scan cut short keeps what it measured.
+# Run it with the device call's timeout at 600 s.
 timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fused_decoder.py > "$OUT/pytest_fused.txt" 2>&1
 tail -5 "$OUT/pytest_fused.txt"
-for layout in "--latent 110 --studies 6" ""; do
+for layout in "--latent 110 --studies 6 --profile-fused $OUT/profile_fused_grouped.txt" ""; do
   timeout 75 python3 benchmarks/decoder_speed.py --device cuda --fused --no-loop $layout \
-      --out "$OUT/decoder_speed_fused_cuda.csv" | grep -E "share_of_peak|step_seconds|fused"
+      --out "$OUT/decoder_speed_fused_cuda.csv" | grep -E "share_of_peak|step_seconds|fused|_hidden_|Self CUDA"
 done
 for fz in 0 1; do
   MSSVAE_FUSED_DECODER=$fz timeout 90 python3 benchmarks/platelet_size.py --set "device='cuda'" \
