@@ -227,5 +227,5 @@ def test_runs_of_features_cover_every_feature_and_fill_the_last_wave(monkeypatch
     # The backward at batch 512 in 6 studies (4 blocks of H1 × 6 studies × 6 blocks of 16 rows): 4 runs
     # (576 programs) would leave the 5th wave 36 % full; the split keeps its waves at least 98 % busy.
     n, per = fused_decoder._runs(5000, 144, None, per_sm=4)
-    assert 144 * n / (-(-144 * n // 132) * 132) >= 0.98
+    assert 144 * n / (fused_decoder._cdiv(144 * n, 132) * 132) >= 0.98   # work / waves run
     assert fused_decoder._runs(5000, 10**5, None, per_sm=4)[0] == 1   # many programs: no more partial sums than needed
