@@ -135,6 +135,7 @@ def main() -> None:
             if t < best:
                 best_fwd, best = cfg, t
         fused_decoder.CONFIG["fwd"] = best_fwd
+        best_bwd, best = None, float("inf")
         for cfg in bwd_tiles:
             fused_decoder.CONFIG["bwd"] = cfg
             try:
@@ -143,7 +144,10 @@ def main() -> None:
                 print("bwd", cfg, "failed:", repr(err)[:200], flush=True)
                 continue
             record("step (fwd best)", cfg, t, 3 * flops_fwd)
-    print("best forward tiling:", best_fwd, flush=True)
+            if t < best:
+                best_bwd, best = cfg, t
+    # The line to put into src/mssvae/fused_decoder.py (after checking the CSV's agreement columns).
+    print("best tilings: CONFIG = " + repr({"fwd": best_fwd, "bwd": best_bwd}), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 Run here under Triton's CPU interpreter, with fp32 products (on a GPU the products take bf16 inputs;
 decoder_speed.py --fused measures that agreement there).  Skipped where triton is not installed.
 """
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -229,3 +232,50 @@ def test_runs_of_features_cover_every_feature_and_fill_the_last_wave(monkeypatch
     n, per = fused_decoder._runs(5000, 144, None, per_sm=4)
     assert 144 * n / (fused_decoder._cdiv(144 * n, 132) * 132) >= 0.98   # work / waves run
     assert fused_decoder._runs(5000, 10**5, None, per_sm=4)[0] == 1   # many programs: no more partial sums than needed
+
+
+class _TooLarge:
+    """A kernel that, like Triton's launch on a GPU with too little shared memory, raises before it runs."""
+
+    def __init__(self, error):
+        self.error, self.calls = error, 0
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.calls += 1
+            raise self.error(131072, 101376, "shared memory")
+        return launch
+
+
+def test_a_gpu_too_small_for_the_forward_kernel_warns_once_and_takes_the_matrix_products(monkeypatch, fused_on):
+    real = fused_decoder._kernels()
+    fwd = _TooLarge(real.OutOfResources)
+    monkeypatch.setattr(fused_decoder, "_kernels", lambda: SimpleNamespace(
+        tl=real.tl, OutOfResources=real.OutOfResources, _hidden_fwd=fwd, _hidden_bwd=real._hidden_bwd))
+    monkeypatch.setattr(fused_decoder, "_UNFIT", set())
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(4, 3), (5, 3), (5, 16), (5, 3), (5,), (16, 3), (16, 16), (16,)]
+    args = [torch.randn(s, generator=gen).to(DEVICE) for s in shapes]
+    with pytest.warns(RuntimeWarning, match=f"{fused_decoder.ENV}=1.*shared memory.*matrix products"):
+        out = decoder_output(*args, normalized=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # no second warning, and no second try of the kernel
+        again = decoder_output(*args, normalized=True)
+    assert fwd.calls == 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(fused_decoder.ENV, "0")
+        plain = decoder_output(*args, normalized=True)
+    assert torch.equal(out, plain) and torch.equal(again, plain)
+
+
+def test_a_backward_tiling_too_large_for_the_gpu_is_a_clear_error(monkeypatch, fused_on):
+    real = fused_decoder._kernels()
+    monkeypatch.setattr(fused_decoder, "_kernels", lambda: SimpleNamespace(
+        tl=real.tl, OutOfResources=real.OutOfResources, _hidden_fwd=real._hidden_fwd,
+        _hidden_bwd=_TooLarge(real.OutOfResources)))
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(1, 4, 16), (1, 3, 16), (1, 16, 16), (16, 16), (16,), (3, 16)]
+    ins = [torch.randn(s, generator=gen).to(DEVICE).requires_grad_() for s in shapes]
+    out = fused_decoder.hidden(*ins)
+    with pytest.raises(RuntimeError, match=r"backward \(MSSVAE_FUSED_DECODER=1\).*CONFIG\['bwd'\].*shared memory"):
+        out.sum().backward()

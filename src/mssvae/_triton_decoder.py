@@ -22,6 +22,11 @@ use TF32 unless asked to) and "tf32" (ignored) for bf16 ones.
 import triton
 import triton.language as tl
 
+try:   # what a launch raises when a kernel needs more shared memory or threads than the GPU has
+    from triton.runtime.errors import OutOfResources
+except ImportError:   # older Triton kept it with the autotuner
+    from triton.runtime.autotuner import OutOfResources  # noqa: F401  (fused_decoder reads it)
+
 
 @triton.jit
 def _hidden_fwd(zg, Wg, V1g, V2t, b2, vh, F_out, H2_out,

@@ -31,6 +31,23 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+class DoesNotFit(RuntimeError):
+    """The forward kernel, at ``CONFIG["fwd"]``'s tiling, needs more of this GPU than it has.
+
+    Its default keeps up to 128 KiB on chip, which an H100/H200 (227 KiB a block) holds and many
+    smaller GPUs (about 100 KiB on sm_86/sm_89) do not: :func:`mssvae.module.decoder_output` then
+    warns once and takes the matrix products instead.
+    """
+
+
+# (device, Kg, H1, H2, product bytes, forward tiling) whose forward did not fit: never tried again
+_UNFIT: set = set()
+
+
+def _fit_key(device: torch.device, Kg: int, H1: int, H2: int, itemsize: int) -> tuple:
+    return str(device), Kg, H1, H2, itemsize, repr(CONFIG["fwd"])
+
+
 def active(z: torch.Tensor) -> bool:
     """Whether the fused path is asked for (``MSSVAE_FUSED_DECODER=1``) and can run for this tensor's device."""
     return os.environ.get(ENV, "0") == "1" and (z.is_cuda or _interpreted())
@@ -42,7 +59,8 @@ def applies(z: torch.Tensor, K: int, H1: int, H2: int) -> bool:
     that is not empty."""
     if not active(z) or z.shape[0] == 0:
         return False
-    return supports(K, H1, H2, itemsize=_compute_dtype(z.device)[1].itemsize)
+    itemsize = _compute_dtype(z.device)[1].itemsize
+    return supports(K, H1, H2, itemsize=itemsize) and _fit_key(z.device, K, H1, H2, itemsize) not in _UNFIT
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -152,10 +170,15 @@ class _FusedHidden(torch.autograd.Function):
         V2t = V2.detach().float().t().contiguous()            # (H1, H2)
         out = torch.empty(M, g, r, device=zg.device, dtype=torch.float32)   # a program's rows contiguous
         h2 = torch.empty((M * g * r, blk["H2P"]) if store else (1,), device=zg.device, dtype=torch_dt)
-        for BM, row0, n_mb in _row_launches(r, blk["BM"]):
-            n_runs, per = _runs(g, M * n_mb, zg.device, per_sm=2)   # long runs: the weights are read once a run
-            k._hidden_fwd[(M * n_mb, n_runs)](zg, Wg, V1g, V2t, b2, vh, out, h2, r, g, Kg, H1, H2, n_mb, per, row0,
-                                              DT=dt, PREC=_precision(dt), STORE_H2=store, **dict(blk, BM=BM))
+        try:   # Triton raises before it launches a kernel that does not fit (out is then dropped)
+            for BM, row0, n_mb in _row_launches(r, blk["BM"]):
+                n_runs, per = _runs(g, M * n_mb, zg.device, per_sm=2)   # long runs: the weights are read once a run
+                k._hidden_fwd[(M * n_mb, n_runs)](zg, Wg, V1g, V2t, b2, vh, out, h2, r, g, Kg, H1, H2, n_mb, per,
+                                                  row0, DT=dt, PREC=_precision(dt), STORE_H2=store, **dict(blk, BM=BM))
+        except k.OutOfResources as err:
+            _UNFIT.add(_fit_key(zg.device, Kg, H1, H2, torch_dt.itemsize))
+            raise DoesNotFit(f"the fused decoder ({ENV}=1) does not fit this GPU at fused_decoder.CONFIG['fwd'] = "
+                             f"{CONFIG['fwd']}: {err}") from err
         if store:
             ctx.save_for_backward(zg, Wg, V1g, V2t, vh, h2)
             ctx.sizes = (M, r, g, Kg, H1, H2, dt, blk["H2P"])
@@ -183,9 +206,14 @@ class _FusedHidden(torch.autograd.Function):
         dvh = torch.empty(P, g, H2P, device=dev, dtype=f32)
         db2 = torch.empty(P * n_gs, H2P, device=dev, dtype=f32)
         dF = dF.float().transpose(1, 2).contiguous()          # (M, g, r), as the forward wrote F
-        k._hidden_bwd[(n_bh, P, n_gs)](zg, Wg, V1g, V2t, vh, dF, h2,
-                                        dz, dW, dV1, dV2, dvh, db2, r, g, Kg, H1, H2, n_mb, per,
-                                        DT=dt, PREC=_precision(dt), **blk)
+        try:
+            k._hidden_bwd[(n_bh, P, n_gs)](zg, Wg, V1g, V2t, vh, dF, h2,
+                                            dz, dW, dV1, dV2, dvh, db2, r, g, Kg, H1, H2, n_mb, per,
+                                            DT=dt, PREC=_precision(dt), **blk)
+        except k.OutOfResources as err:   # the default needs 43 KiB, so this is a CONFIG set by hand
+            raise RuntimeError(f"the fused decoder's backward ({ENV}=1) does not fit this GPU at "
+                               f"fused_decoder.CONFIG['bwd'] = {CONFIG['bwd']}: {err} Choose smaller tiles "
+                               f"or unset {ENV}.") from err
         d_zg = dz.sum((0, 1)).view(M, n_mb * BM, KP)[:, :r, :Kg]
         d_Wg = dW.sum(0).view(M, n_mb, g, KP).sum(1)[..., :Kg]
         d_V1g = dV1.view(M, n_mb * n_gs, H1, KP).sum(1)[..., :Kg].transpose(1, 2)

@@ -12,6 +12,7 @@ and the gradient of the likelihood with respect to those blocks is exactly zero.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -143,12 +144,16 @@ def decoder_output(z, W, v_hidden, v_skip, bias, V1, V2, b2, normalized: bool,
     B, (g, K) = z.shape[0], W.shape
     if fused_decoder.applies(z, V1.shape[-1 if grouped is None else -2], *V2.shape[::-1]):
         # the same hidden path in one kernel, nothing (B·g, H1) in memory
-        if grouped is None:
-            hidden = fused_decoder.hidden(z[None], W[None], V1.t()[None], V2, b2, v_hidden)
+        try:
+            if grouped is None:
+                hidden = fused_decoder.hidden(z[None], W[None], V1.t()[None], V2, b2, v_hidden)
+            else:
+                zg, cols = grouped
+                hidden = fused_decoder.hidden(zg, W[:, cols].permute(1, 0, 2), V1, V2, b2, v_hidden)
+        except fused_decoder.DoesNotFit as err:   # a GPU with less shared memory than an H100: once, then unfused
+            warnings.warn(f"{err}; the decoder takes the matrix products instead", RuntimeWarning, stacklevel=2)
         else:
-            zg, cols = grouped
-            hidden = fused_decoder.hidden(zg, W[:, cols].permute(1, 0, 2), V1, V2, b2, v_hidden)
-        return hidden.reshape(B, g) + z @ (v_skip * W).t() + bias
+            return hidden.reshape(B, g) + z @ (v_skip * W).t() + bias
     if grouped is None:
         h = (z.unsqueeze(1) * W.unsqueeze(0)).reshape(B * g, K) @ V1.t()
     else:
