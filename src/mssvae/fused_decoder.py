@@ -34,9 +34,10 @@ def _interpreted() -> bool:
 class DoesNotFit(RuntimeError):
     """The forward kernel, at ``CONFIG["fwd"]``'s tiling, needs more of this GPU than it has.
 
-    Its default keeps up to 128 KiB on chip, which an H100/H200 (227 KiB a block) holds and many
-    smaller GPUs (about 100 KiB on sm_86/sm_89) do not: :func:`mssvae.module.decoder_output` then
-    warns once and takes the matrix products instead.
+    Its default needs 128–160 KiB of shared memory at Table 2's network (ptxas's report:
+    benchmarks/results/fused_ptxas*.csv), which an H100/H200 (227 KiB a block) has and many smaller
+    GPUs (about 100 KiB on sm_86/sm_89) do not: :func:`mssvae.module.decoder_output` then warns once
+    and takes the matrix products instead.
     """
 
 
