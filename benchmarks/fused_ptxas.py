@@ -1,7 +1,9 @@
-"""Compile the fused decoder's kernels for a Hopper GPU (sm_90a) on any machine, and read ptxas's report.
+"""Compile the fused decoder's kernels for a GPU (by default Hopper, sm_90a) on any machine, and read ptxas's report.
 
     python benchmarks/fused_ptxas.py --out benchmarks/results/fused_ptxas.csv
     python benchmarks/fused_ptxas.py --latent 60 --out benchmarks/results/fused_ptxas_k60.csv   (training's grouped K)
+    python benchmarks/fused_ptxas.py --arch 80,86,89 --latent 60,80 --only-default \
+        --out benchmarks/results/fused_ptxas_other_gpus.csv   (the defaults on an A100, RTX 30xx, RTX 40xx)
 
 No GPU is needed: Triton compiles to PTX and its bundled ptxas assembles it for sm_90a.  For each tiling
 (rows BM, H1 block BH1 for the backward, warps, pipeline stages) at the RNA configuration's padded
@@ -58,7 +60,8 @@ def compile_kernel(which: str, tiles: dict, KP: int, H1P: int, H2P: int, arch: i
         ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
         f.write(ptx)
-    report = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}a", f.name, "-o", os.devnull],
+    # sm_90a and later: the arch-specific variant Triton targets there (wgmma); earlier ones have none
+    report = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}{'a' if arch >= 90 else ''}", f.name, "-o", os.devnull],
                             capture_output=True, text=True).stderr
     os.unlink(f.name)
     number = lambda pattern: int(m.group(1)) if (m := re.search(pattern, report)) else -1  # noqa: E731
@@ -69,30 +72,33 @@ def compile_kernel(which: str, tiles: dict, KP: int, H1P: int, H2P: int, arch: i
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--latent", type=int, default=80)
+    p.add_argument("--latent", default="80", help="K before padding; several, comma-separated")
     p.add_argument("--hidden", default="256,128")
     p.add_argument("--kernels", default="fwd,bwd", help="which kernels' tilings to compile (fwd, bwd or both)")
+    p.add_argument("--arch", default="90", help="compute capabilities, comma-separated (90: H100/H200)")
+    p.add_argument("--only-default", action="store_true", help="only fused_decoder.CONFIG's tilings")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
     from mssvae.fused_decoder import CONFIG, _pow2
 
     H1, H2 = (int(v) for v in a.hidden.split(","))
-    KP, H1P, H2P = _pow2(a.latent), _pow2(H1), _pow2(H2)
+    H1P, H2P = _pow2(H1), _pow2(H2)
     rows = []
     grid = {"fwd": [dict(BM=bm, num_warps=w, num_stages=s)
                     for bm, w, s in itertools.product((16, 32, 64, 128), (4, 8), (1, 2, 3))],
             "bwd": [dict(BM=bm, BH1=bh, num_warps=w, num_stages=s)
                     for bm, bh, w, s in itertools.product((16, 32, 64), (32, 64, 128), (4, 8), (1, 2, 3))]}
-    for which, tilings in grid.items():
-        if which not in a.kernels.split(","):
-            continue
-        for tiles in tilings:
-            row = dict(kernel=which, **{k: tiles.get(k) for k in ("BM", "BH1", "num_warps", "num_stages")},
-                       default=tiles == CONFIG[which], **compile_kernel(which, tiles, KP, H1P, H2P),
-                       latent=a.latent, hidden=a.hidden, target="sm_90a (compiled, not run)",
-                       machine=f"{platform.machine()}, triton {triton.__version__}")
-            print(row, flush=True)
-            rows.append(row)
+    jobs = [(arch, int(k), which, tiles) for arch in a.arch.split(",") for k in a.latent.split(",")
+            for which, tilings in grid.items() if which in a.kernels.split(",")
+            for tiles in tilings if tiles == CONFIG[which] or not a.only_default]
+    for arch, k, which, tiles in jobs:
+        arch = int(arch)
+        row = dict(kernel=which, **{key: tiles.get(key) for key in ("BM", "BH1", "num_warps", "num_stages")},
+                   default=tiles == CONFIG[which], **compile_kernel(which, tiles, _pow2(k), H1P, H2P, arch),
+                   latent=k, hidden=a.hidden, target=f"sm_{arch}{'a' if arch >= 90 else ''} (compiled, not run)",
+                   machine=f"{platform.machine()}, triton {triton.__version__}")
+        print(row, flush=True)
+        rows.append(row)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(a.out, index=False)
