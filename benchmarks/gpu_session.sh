@@ -15,7 +15,7 @@ python3 -c "import triton; print('triton', triton.__version__)" || pip install -
 # about; one platelet-size fit without and with it; then the tile scan with the time left of 580 s
 # (at least 120), which writes its rows as it goes, so a scan cut short keeps what it measured.
 # Run it with the device call's timeout at 600 s.
-timeout 120 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fused_decoder.py > "$OUT/pytest_fused.txt" 2>&1
+timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_fused_decoder.py > "$OUT/pytest_fused.txt" 2>&1
 tail -5 "$OUT/pytest_fused.txt"
 for layout in "--latent 110 --studies 6 --profile-fused $OUT/profile_fused_grouped.txt" ""; do
   timeout 75 python3 benchmarks/decoder_speed.py --device cuda --fused --no-loop $layout \

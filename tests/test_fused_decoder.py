@@ -170,6 +170,23 @@ def test_on_a_gpu_the_bf16_step_at_table_2_size_matches_the_unfused_bf16_step(mo
         assert float((a - b).norm() / b.norm()) < 2e-2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton's own refusal of a kernel: a GPU")
+def test_on_a_gpu_a_forward_tiling_beyond_its_shared_memory_falls_back_to_the_matrix_products(monkeypatch, fused_on):
+    # 256-row blocks at K 80 -> 128, hidden 256/128 in bf16 need 256 KiB of shared memory (ptxas, sm_90a),
+    # beyond a Hopper block's 227 KiB: the launch Triton refuses stands for a smaller GPU's default.
+    monkeypatch.setitem(fused_decoder.CONFIG, "fwd", dict(BM=256, num_warps=8, num_stages=1))
+    monkeypatch.setattr(fused_decoder, "_UNFIT", set())
+    torch.manual_seed(0)
+    shapes = [(256, 80), (8, 80), (8, 128), (8, 80), (8,), (256, 80), (128, 256), (128,)]
+    args = [torch.randn(s, device="cuda") for s in shapes]
+    with torch.autocast("cuda", torch.bfloat16):
+        with pytest.warns(RuntimeWarning, match="shared memory"):
+            out = decoder_output(*args, normalized=True)
+        monkeypatch.setenv(fused_decoder.ENV, "0")
+        plain = decoder_output(*args, normalized=True)
+    assert torch.equal(out, plain)
+
+
 def test_a_call_too_large_for_int32_offsets_is_split_by_features(monkeypatch, fused_on):
     # The kernels index h2 with int32 offsets; hidden() halves the features until a call fits (here
     # with the limit lowered so that a small call must be split), and the result is the same.
