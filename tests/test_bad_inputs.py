@@ -22,11 +22,13 @@ from hypothesis import strategies as st
 from scipy import sparse
 
 from mssvae import MSSVAE
+from mssvae.io import fit_anndata
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 FAST = dict(n_shared=2, n_specific=1, max_epochs=1, batch_size=16, hidden=(4, 4))
 ARGUMENTS = (
-    "X", "study", "feature_names", "n_shared", "n_specific", "likelihood", "hidden", "max_epochs", "batch_size",
+    "X", "study", "adata", "feature_names", "n_shared", "n_specific", "likelihood", "hidden", "max_epochs",
+    "batch_size",
     "lr", "lr_W", "lambda1", "lambda0", "anneal_fractions", "a", "b", "prior_weight", "prior_scale",
     "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "kl_warmup",
     "kl_free", "lr_decay", "merge_dependent", "prune_masks",
@@ -81,6 +83,13 @@ def fitted():
     return _FITTED["m"]
 
 
+def fitted_named():
+    """The same, fitted on a DataFrame whose columns name the features v … z."""
+    if "named" not in _FITTED:
+        _FITTED["named"] = fit(pd.DataFrame(X, columns=list("vwxyz")))
+    return _FITTED["named"]
+
+
 X, S = gaussian_data()
 C, _ = count_data()
 
@@ -128,6 +137,8 @@ CASES = [
          "`X` has negative values (e.g. -1.0 at row 1, column 2); likelihood='nb' needs raw counts"),
     case("X-nb-fraction", lambda: fit(put(C, 0.5), likelihood="nb"), ValueError,
          "`X` has non-integer values (e.g. 0.5 at row 1, column 2); likelihood='nb' needs raw counts"),
+    case("X-nb-all-zero", lambda: fit(np.zeros_like(C), likelihood="nb"), ValueError,
+         "`X` has no counts: every entry is 0, so every library size is 0"),
     case("X-nb-sparse-fraction", lambda: fit(sparse.csr_matrix(put(C, 2.5)), likelihood="nb"), ValueError,
          "`X` has non-integer values (e.g. 2.5 at row 1, column 2)"),
     # ---- study at fit
@@ -282,6 +293,16 @@ CASES = [
     case("transform-study-length", lambda: fitted().transform(X, S[:5]), ValueError,
          "`study` has length 5 but X has 12 samples"),
     case("transform-unfitted", lambda: MSSVAE().transform(X, S), ValueError, "This MSSVAE is not fitted yet"),
+    case("transform-columns-reordered", lambda: fitted_named().transform(pd.DataFrame(X, columns=list("zyxwv")), S),
+         ValueError, "`X` has the fitted features as columns but in another order; pass `X[model.feature_names_in_]`"),
+    case("transform-columns-other", lambda: fitted_named().transform(pd.DataFrame(X, columns=list("vwxyq")), S),
+         ValueError, "`X` has columns the model was not fitted on: ['q']"),
+    case("study-series-other-index",
+         lambda: fit(pd.DataFrame(X, index=[f"s{i}" for i in range(12)]), pd.Series(S)), ValueError,
+         "`study` is a pandas Series whose index does not match X's index (e.g. [0, 1, 2] are not rows of X)"),
+    # ---- AnnData
+    case("adata-not-anndata", lambda: fit_anndata(X, study_key="group"), TypeError,
+         "`adata` must be an AnnData; got ndarray"),
 ]
 
 
@@ -335,6 +356,18 @@ def test_accepted_inputs():
         model = fit(study=labels)
         assert len(model.studies_) == 2, labels
         assert np.isfinite(model.transform(X, S if isinstance(labels, type(iter(S))) else labels)).all()
+
+
+def test_a_study_series_is_matched_to_a_dataframe_by_its_index():
+    # Read by position, the shuffled Series would give half the samples the other study's label.
+    frame = pd.DataFrame(X, index=[f"s{i}" for i in range(12)], columns=list("vwxyz"))
+    ordered = pd.Series(S, index=frame.index)
+    shuffled = ordered.sample(frac=1.0, random_state=0)
+    assert (shuffled.to_numpy() != S).any()
+    a, b = fit(frame, ordered), fit(frame, shuffled)
+    np.testing.assert_array_equal(a.W_shared_, b.W_shared_)
+    np.testing.assert_array_equal(a.transform(frame, ordered), a.transform(frame, shuffled))
+    np.testing.assert_array_equal(a.transform(frame, ordered), a.transform(frame, S))   # arrays: by position
 
 
 def test_numbers_as_text_and_date_labels_come_back_as_plain_python():
@@ -497,6 +530,10 @@ def test_random_valid_data_of_any_scale_fit_to_finite_values(n, g, likelihood, e
         Xd = rng.normal(size=(n, g)) * scale / 5
     Xd[rng.random((n, g)) < zero_fraction] = 0.0
     study = np.array(["a", "b"] * (n // 2) + ["a"] * (n % 2))
+    if likelihood == "nb" and not Xd.any():   # no counts at all: the documented X-nb-all-zero error
+        with pytest.raises(ValueError, match="has no counts"):
+            MSSVAE(likelihood="nb").fit(Xd, study)
+        return
     extreme_fit(Xd, study, likelihood=likelihood, n_shared=1, max_epochs=2, batch_size=batch_size)
 
 

@@ -67,6 +67,15 @@ def test_read_gmt_enrichr_layout(tmp_path):
     assert read_gmt(path) == {"TERM1": ["A", "B"], "TERM2": ["C", "D"]}
 
 
+def test_read_gmt_go_layout_names_each_term_by_its_description(tmp_path):
+    # Bioconductor's GO export: the identifier first, the term's name as the description.
+    path = tmp_path / "go.gmt"
+    path.write_text("GO:0000002\tmitochondrial genome maintenance\tA\tB\nGO:0000003\tna\tC\n"
+                    "HP:0001\thttps://hpo.jax.org\tD\nT1\tdesc one\tE\n")
+    assert read_gmt(path) == {"mitochondrial genome maintenance (GO:0000002)": ["A", "B"], "GO:0000003": ["C"],
+                              "HP:0001": ["D"], "T1": ["E"]}
+
+
 def test_read_gmt_duplicated_term_keeps_first_with_warning(tmp_path):
     path = tmp_path / "dup.gmt"
     path.write_text("T1\tna\tA\nT1\tna\tB\n")

@@ -128,6 +128,9 @@ def _check_values(values: np.ndarray, likelihood: str, name: str, where) -> None
     if fractional.any():
         raise ValueError(f"`{name}` has non-integer values (e.g. {values[fractional][0]} at {where(fractional)}); "
                          "likelihood='nb' needs raw counts, not normalised values")
+    if not values.any():   # (a sparse matrix passes its stored entries: none nonzero means all zero)
+        raise ValueError(f"`{name}` has no counts: every entry is 0, so every library size is 0 "
+                         "(the wrong layer or an empty selection?)")
 
 
 def _dataframe_values(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -248,6 +251,45 @@ def check_study(study, n_samples: int, name: str = "study") -> np.ndarray:
         raise ValueError(f"`{name}` mixes labels of different types that read the same as text "
                          f"(e.g. 1 and '1'); use one type")
     return as_text
+
+
+def align_study(study, X, name: str = "study"):
+    """``study`` as labels in X's row order: a pandas Series beside a DataFrame X is matched by index.
+
+    Read by position, a Series in another order than X would give samples the wrong studies without
+    a sign; with the same index labels in another order it is reordered, and with other labels
+    (e.g. a RangeIndex beside sample names) refused, since either reading could be the intended one.
+    """
+    if not (isinstance(study, pd.Series) and isinstance(X, pd.DataFrame)) or study.index.equals(X.index):
+        return study
+    if (len(study) == len(X) and study.index.is_unique and X.index.is_unique
+            and set(study.index) == set(X.index)):
+        return study.reindex(X.index)
+    other = [v for v in study.index[:len(X)] if v not in set(X.index)][:3] or list(study.index[:3])
+    raise ValueError(f"`{name}` is a pandas Series whose index does not match X's index (e.g. {other} are not "
+                     f"rows of X); pass `{name}.loc[X.index]` to match by sample, or `{name}.to_numpy()` "
+                     "to match by position")
+
+
+def check_columns(X, feature_names: np.ndarray, name: str = "X") -> None:
+    """A DataFrame at transform time must have the fitted features as its columns, in order.
+
+    They are read by position, so a reordered or different table would be decoded against the
+    wrong features without a sign (scikit-learn refuses it the same way).  A model fitted without
+    names (feature_0, …) takes any columns.
+    """
+    if not isinstance(X, pd.DataFrame) or X.shape[1] != len(feature_names) \
+            or (feature_names == np.array([f"feature_{j}" for j in range(len(feature_names))])).all():
+        return
+    cols = X.columns.astype(str).to_numpy()
+    if (cols == feature_names).all():
+        return
+    if set(cols) == set(feature_names):
+        raise ValueError(f"`{name}` has the fitted features as columns but in another order; "
+                         f"pass `{name}[model.feature_names_in_]`")
+    unknown = [c for c in cols if c not in set(feature_names)][:5]
+    raise ValueError(f"`{name}` has columns the model was not fitted on: {unknown}; "
+                     "its columns must be `model.feature_names_in_` (or pass `X.to_numpy()` to match by position)")
 
 
 def check_studies_for_fit(study: np.ndarray, name: str = "study"):

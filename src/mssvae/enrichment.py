@@ -77,6 +77,18 @@ def _strip_weight(gene: str) -> str:
     return head.strip()
 
 
+_ONTOLOGY_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*:\d+")
+
+
+def _term_name(name: str, description: str) -> str:
+    """The GMT name, or "description (ID)" when the name is an identifier such as GO:0000002 and
+    the description a name (not empty, "na" or MSigDB's URL)."""
+    if _ONTOLOGY_ID.fullmatch(name) and description and description.lower() != "na" \
+            and not description.lower().startswith(("http://", "https://")):
+        return f"{description} ({name})"
+    return name
+
+
 def _check_size(value, name: str) -> int | None:
     if value is None:
         return None
@@ -88,7 +100,11 @@ def _check_size(value, name: str) -> int | None:
 def read_gmt(path, min_size: int | None = None, max_size: int | None = None) -> dict[str, list[str]]:
     """Read a GMT gene-set file (plain or gzip-compressed).
 
-    Each line is ``name<TAB>description<TAB>gene1<TAB>gene2...``.  Tolerated: Enrichr's layout
+    Each line is ``name<TAB>description<TAB>gene1<TAB>gene2...``.  Where the name is an
+    ontology identifier and the description a term name (the GO layout of Bioconductor's exports,
+    ``GO:0000002<TAB>mitochondrial genome maintenance<TAB>...``), the term is called
+    ``"mitochondrial genome maintenance (GO:0000002)"``, as in Enrichr's GO libraries and the
+    built-in ``go_bp``, so that tables and plots show what a term is.  Tolerated: Enrichr's layout
     (empty description, genes written as ``GENE,1.0`` -- the ``,weight`` part is dropped),
     blank lines, trailing tabs and spaces, Windows line ends (CRLF) and genes repeated within a
     set (kept once, first occurrence order).  Lines without a name or without any gene are
@@ -127,7 +143,7 @@ def read_gmt(path, min_size: int | None = None, max_size: int | None = None) -> 
             if not line.strip():
                 continue
             fields = line.split("\t")
-            name = fields[0].strip()
+            name = _term_name(fields[0].strip(), fields[1].strip() if len(fields) > 1 else "")
             genes = [_strip_weight(g.strip()) for g in fields[2:]]
             genes = list(dict.fromkeys(g for g in genes if g))
             if not name or not genes:

@@ -11,6 +11,9 @@ from .model import MSSVAE
 
 
 def _get_matrix(adata, layer):
+    if not all(hasattr(adata, a) for a in ("X", "obs", "var_names", "layers")):
+        raise TypeError(f"`adata` must be an AnnData; got {type(adata).__name__} "
+                        "(for arrays and DataFrames use MSSVAE().fit(X, study))")
     if layer is None:
         return adata.X
     if layer not in adata.layers:

@@ -517,6 +517,7 @@ class MSSVAE(BaseEstimator):
             feature_names = X.columns.astype(str).to_numpy()
         # X is checked first (its errors are the commonest); a bad `likelihood` is named by _settings below.
         known = isinstance(self.likelihood, str) and self.likelihood in val.LIKELIHOODS
+        study = val.align_study(study, X)
         X = val.check_X(X, self.likelihood if known else "gaussian")
         study = val.check_study(study, X.shape[0])
         labels, codes = val.check_studies_for_fit(study)
@@ -816,6 +817,8 @@ class MSSVAE(BaseEstimator):
 
     def _prepare(self, X, study):
         self._check_fitted()
+        val.check_columns(X, self.feature_names_in_)
+        study = val.align_study(study, X)
         X = val.check_X(X, self.likelihood)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"`X` has {X.shape[1]} features but the model was fitted on {self.n_features_in_}")
