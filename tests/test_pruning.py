@@ -42,6 +42,14 @@ def test_entries_the_likelihood_does_not_want_go_to_zero_and_the_planted_ones_st
     assert int(drop.sum()) == 10
 
 
+def test_the_check_can_show_its_progress_over_the_columns_and_decides_the_same(planted_plus_junk, capsys):
+    module, x, codes, _, _ = planted_plus_junk
+    quiet = map_prune(module, x, codes, lambda0=15.0, lambda1=0.1, prior_weight=1.0)
+    shown = map_prune(module, x, codes, lambda0=15.0, lambda1=0.1, prior_weight=1.0, progress=True)
+    assert torch.equal(quiet, shown)
+    assert "MSSVAE mask check" in capsys.readouterr().err
+
+
 def test_the_prior_side_of_the_rule_decides_when_the_likelihood_gain_is_small(planted_plus_junk):
     module, x, codes, planted, col = planted_plus_junk
     # Without the prior only the likelihood decides: the added entries (which lower it) still go.

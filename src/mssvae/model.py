@@ -638,7 +638,8 @@ class MSSVAE(BaseEstimator):
         pruned = 0
         if s["prune_masks"]:
             drop = map_prune(module, Xt, st, s["schedule"].values[-1], self.lambda1_, prior_weight,
-                             chunk_size=self._feature_chunk(1024), threshold=SUPPORT_THRESHOLD)
+                             chunk_size=self._feature_chunk(1024), threshold=SUPPORT_THRESHOLD,
+                             progress=bool(self.verbose))
             with torch.no_grad():
                 module.W[drop] = 0.0
             pruned = int(drop.sum())

@@ -35,7 +35,7 @@ from .spike_slab import ssl_log_density
 @torch.no_grad()
 def map_prune(module, x: torch.Tensor, study: torch.Tensor, lambda0: float, lambda1: float,
               prior_weight: float, chunk_size: int | None = 64, batch_size: int = 1024,
-              threshold: float = 0.5) -> torch.Tensor:
+              threshold: float = 0.5, progress: bool = False) -> torch.Tensor:
     """(G, K) bool of the mask entries with |w| > threshold that Eq. 2.4 prefers at 0 (module text).
 
     x (N, G) and study (N,) as the module takes them (counts as they are; the module's encoders
@@ -43,17 +43,20 @@ def map_prune(module, x: torch.Tensor, study: torch.Tensor, lambda0: float, lamb
     Cost: one pass of the decoder over all samples and features, plus one per column over the
     features in that column's gene set, never a loop over features.  ``prior_weight`` is the one
     weight of the whole mask prior (with ``prior_per_feature`` the fit's block-wide weight is used).
+    ``progress`` shows a bar over the columns: after a short or unconverged fit, whose columns still
+    hold thousands of genes, this check can take longer than the training.
     """
     was_training = module.training
     module.eval()   # batch norm from its running statistics, as in transform; and they stay untouched
     try:
-        return _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size, threshold)
+        return _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size, threshold,
+                             progress)
     finally:
         module.train(was_training)
 
 
 def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, batch_size,
-                  threshold) -> torch.Tensor:
+                  threshold, progress) -> torch.Tensor:
     dec = module.decoder
     V1, V2, b2 = dec.weights()
     W = module.W.detach().clone()
@@ -85,7 +88,12 @@ def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, 
     drop = torch.zeros_like(W, dtype=torch.bool)
     on = W.abs() > threshold
     current = torch.full((W.shape[0],), float("nan"), dtype=W.dtype, device=W.device)
-    for k in torch.nonzero(on.any(0)).flatten().tolist():
+    columns = torch.nonzero(on.any(0)).flatten().tolist()
+    if progress:
+        from tqdm.auto import tqdm
+
+        columns = tqdm(columns, desc="MSSVAE mask check", unit="column")
+    for k in columns:
         rows = torch.nonzero(on[:, k]).flatten()
         stale = rows[torch.isnan(current[rows])]
         if len(stale):
