@@ -18,8 +18,8 @@ the marginal spike-and-slab density p(w | η_k) = η_k ψ1(w) + (1 − η_k) ψ0
 the coordinate-wise thresholding rule of Ročková & George's spike-and-slab lasso (there in closed
 form for a linear model; here the likelihood difference is computed through the decoder).  The
 expectation over q(z | x) is taken at the posterior means (a plug-in), and λ0 is its final value.
-The columns are visited one at a time; a gene's likelihood is recomputed after an entry of it is
-dropped, so the check of the next column sees the current mask.
+The columns are visited one at a time; when an entry of a gene is dropped, the gene's likelihood
+becomes the one just computed at 0, so the check of the next column sees the current mask.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, 
     owner = [list(range(M))] * module.n_shared + [[m] for m, k in enumerate(module.n_specific) for _ in range(k)]
     drop = torch.zeros_like(W, dtype=torch.bool)
     on = W.abs() > threshold
-    # each feature's log-likelihood per study at the current mask; NaN: to recompute (its mask changed)
+    # each feature's log-likelihood per study at the current mask; NaN: not computed yet
     current = torch.full((W.shape[0], M), float("nan"), dtype=W.dtype, device=W.device)
     columns = torch.nonzero(on.any(0)).flatten().tolist()
     if progress:
