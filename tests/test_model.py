@@ -1,8 +1,10 @@
 """The estimator: recovery on known blocks, determinism, persistence, divergence handling."""
 
+import copy
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mssvae import MSSVAE, TrainingDivergedError
@@ -222,7 +224,7 @@ def test_factor_kl_marks_the_factors_in_use(fitted_blocks):
 
 def test_variance_explained_credits_the_factors_that_carry_the_blocks(fitted_blocks, blocks):
     X, study, _, _ = blocks
-    ve = fitted_blocks.variance_explained(X, study)
+    ve = fitted_blocks.variance_explained(X, study, factors="all")
     assert list(ve.columns) == ["s0", "s1"] and ve.index[-1] == "total"
     assert (ve.loc["total"] > 0.5).all()  # 4 blocks of 10 features with loading 3 and noise sd 0.5
     S = support(fitted_blocks.W_shared_)
@@ -233,6 +235,38 @@ def test_variance_explained_credits_the_factors_that_carry_the_blocks(fitted_blo
     # a study's own factor explains nothing in the other study (its latent is 0 there)
     own = [n for n in fitted_blocks.factor_names_ if n.startswith("s0")]
     assert (ve.loc[own, "s1"].abs() < 1e-9).all()
+
+
+def test_variance_explained_lists_the_reported_factors_and_the_rest_together(fitted_blocks, blocks):
+    # The default rows are the factors that have a gene set, as the summary counts them (K̂_S, K̂_m),
+    # and one row for every other decoder column, which the decoder may still use.
+    X, study, _, _ = blocks
+    m = fitted_blocks
+    ve = m.variance_explained(X, study)
+    reported = [m.factor_names_[k] for k in m.active_shared_] + [
+        f"{lab}_{k}" for lab in m.studies_ for k in m.active_specific_[lab]]
+    assert list(ve.index) == reported + ["other columns", "total"]
+    per_column = m.variance_explained(X, study, factors="all")
+    pd.testing.assert_frame_equal(ve.loc[reported + ["total"]], per_column.loc[reported + ["total"]])
+    assert (ve.loc["other columns"].abs() < 0.02).all()   # the inactive columns, at their prior
+    with pytest.raises(ValueError, match="`factors`"):
+        m.variance_explained(X, study, factors="active")
+
+
+def test_a_merged_factor_explains_its_columns_together(fitted_blocks, blocks):
+    X, study, _, _ = blocks
+    m = copy.deepcopy(fitted_blocks)
+    a, b = (int(k) for k in m.active_shared_[:2])
+    alone = m.variance_explained(X, study, factors="all")
+    # as merging.py reports a merge: the kept column holds the union, the other is no longer active
+    m.merged_factors_ = [[m.factor_names_[a], m.factor_names_[b]]]
+    m.active_shared_ = np.array([k for k in m.active_shared_ if k != b])
+    ve = m.variance_explained(X, study)
+    assert m.factor_names_[b] not in ve.index
+    # two disjoint blocks of genes: setting both to 0 removes about the sum of their shares
+    both = ve.loc[m.factor_names_[a]]
+    np.testing.assert_allclose(both, alone.loc[m.factor_names_[a]] + alone.loc[m.factor_names_[b]], rtol=0.1)
+    assert (both > alone.loc[m.factor_names_[a]] + 0.05).all()
 
 
 def test_an_empirical_slab_penalty_is_fitted_kept_and_saved(small_counts, tmp_path):

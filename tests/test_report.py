@@ -129,6 +129,16 @@ def test_enrichment_section_shows_shares_and_top_terms(page, enrichment_tables):
         assert f"<td>{html.escape(term)}</td>" in e  # escaped: "S0_TERM <i>&</i>" is a term name here
 
 
+def test_results_alone_give_the_summary_of_the_models_own_gene_sets(fitted, enrichment_tables):
+    model, X, study, _ = fitted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReportWarning)
+        e = section(build_report(model, X, study, enrichment={"results": enrichment_tables["results"]}), "enrichment")
+    summary = enrichment_tables["summary"]
+    shared = summary.loc[summary["block"] == "shared"].iloc[0]
+    assert f"{int(shared['n_enriched'])} of {int(shared['n_gene_sets'])} shared gene sets" in e
+
+
 def test_covariate_associations_flag_the_factor_a_covariate_tracks(page):
     c = section(page, "covariates")
     flagged = re.findall(r'<tr class="flag"><td>([^<]*)</td><td>([^<]*)</td>', c)

@@ -895,8 +895,18 @@ class MSSVAE(BaseEstimator):
             out.append(f.cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
+    def _reported_columns(self) -> list[tuple[str, list[int]]]:
+        """(name, decoder columns) of each reported factor, in ``factor_names_`` order: an active
+        column of ``W_shared_`` / ``W_specific_`` with the columns merged into it."""
+        index = {n: k for k, n in enumerate(self.factor_names_)}
+        merged = {index[g[0]]: [index[n] for n in g] for g in self.merged_factors_}
+        cols = list(self.active_shared_) + [start + int(k) for start, lab in
+                                            zip(self.module_.block_starts, self.studies_)
+                                            for k in self.active_specific_[lab]]
+        return [(self.factor_names_[c], merged.get(c, [c])) for c in sorted(int(c) for c in cols)]
+
     @torch.no_grad()
-    def variance_explained(self, X, study, batch_size: int = 1024) -> pd.DataFrame:
+    def variance_explained(self, X, study, batch_size: int = 1024, factors: str = "reported") -> pd.DataFrame:
         """Share of each study's variance that each factor explains, for this nonlinear decoder.
 
         R²_m = 1 − Σ (y − ŷ)² / Σ (y − ȳ_m)² over study m's samples and all features, where ŷ is
@@ -906,16 +916,32 @@ class MSSVAE(BaseEstimator):
         its linear model.)  Gaussian: y = x.  NB: y = log1p(10⁴ · x / library size) and ŷ the
         same transform of the decoder's mean, so deep and shallow samples weigh alike.
 
+        factors : {"reported", "all"}
+            "reported" (default): one row per factor with a gene set (the active columns of
+            ``W_shared_`` / ``W_specific_``), a merged factor's columns set to 0 together, then one
+            row ``"other columns"`` for every decoder column not in a reported factor (inactive,
+            set aside by ``min_anchors``, folded composites) set to 0 together.  A large share there
+            means the decoder uses columns that no gene set stands for (see ``factor_kl_``).
+            "all": one row per decoder column, ``factor_names_``, as the module sees them.
+
         Returns
         -------
-        DataFrame (K_S + Σ K_m + 1, M): rows ``factor_names_`` then ``"total"`` (R²_m); columns
-        studies.  A factor that does not belong to a study explains 0 there.  Costs K + 1 passes
-        of the decoder over X.
+        DataFrame (rows + 1, M): the rows above then ``"total"`` (R²_m); columns studies.  A factor
+        that does not belong to a study explains 0 there.  Costs one pass of the decoder over X per
+        row.
         """
         self._check_fitted()
+        if factors == "reported":
+            rows = self._reported_columns()
+            rest = sorted(set(range(len(self.factor_names_))) - {c for _, cols in rows for c in cols})
+            rows += [("other columns", rest)] if rest else []
+        elif factors == "all":
+            rows = [(name, [k]) for k, name in enumerate(self.factor_names_)]
+        else:
+            raise ValueError(f'`factors` must be "reported" or "all"; got {factors!r}')
         Xt, st = self._prepare(X, study)
         self.module_.eval()
-        K = len(self.factor_names_)
+        K = len(rows)
 
         def as_y(values, x):
             if self.likelihood == "nb":
@@ -939,7 +965,7 @@ class MSSVAE(BaseEstimator):
             for k in range(-1, K):   # -1: the full model
                 z = mean.clone()
                 if k >= 0:
-                    z[:, k] = 0.0
+                    z[:, rows[k][1]] = 0.0
                 f = self.module_.decode(z, chunk)
                 pred = f * xb.sum(1, keepdim=True) if self.likelihood == "nb" else f
                 err = ((y - as_y(pred, xb).double()) ** 2).sum(1)
@@ -947,7 +973,8 @@ class MSSVAE(BaseEstimator):
         sst = y_sq - (y_sum**2).sum(1) / counts.clamp_min(1.0)
         r2 = (1.0 - sse / sst.clamp_min(1e-12)).cpu()
         table = np.vstack([(r2[0] - r2[1:]).numpy(), r2[0].numpy()[None, :]])
-        return pd.DataFrame(table, index=[*self.factor_names_, "total"], columns=[str(m) for m in self.studies_])
+        return pd.DataFrame(table, index=[name for name, _ in rows] + ["total"],
+                            columns=[str(m) for m in self.studies_])
 
     def fit_transform(self, X, study, **kw) -> np.ndarray:
         return self.fit(X, study, **kw).transform(X, study)

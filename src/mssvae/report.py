@@ -206,8 +206,11 @@ def read_enrichment_dir(path) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _enrichment_tables(enrichment) -> dict[str, pd.DataFrame] | None:
-    """None, an ``mssvae enrich`` folder, or a mapping of DataFrames → the tables the report shows."""
+def _enrichment_tables(enrichment, model=None, threshold: float = 0.5) -> dict[str, pd.DataFrame] | None:
+    """None, an ``mssvae enrich`` folder, or a mapping of DataFrames → the tables the report shows.
+
+    A summary needs every gene set analysed, those without a significant term too: from
+    ``"gene_sets"`` when given, else the model's own gene sets at ``threshold``."""
     if enrichment is None:
         return None
     if isinstance(enrichment, (str, Path)):
@@ -230,6 +233,8 @@ def _enrichment_tables(enrichment) -> dict[str, pd.DataFrame] | None:
         if "summary" not in tables and "gene_sets" in tables:
             sets = tables["gene_sets"]["factor"].astype(str).unique().tolist()
             tables["summary"] = enrichment_summary(results, sets)
+        elif "summary" not in tables and model is not None:
+            tables["summary"] = enrichment_summary(results, gene_sets_from_model(model, threshold))
         if "top_terms" not in tables:
             n_sets = tables["gene_sets"]["factor"].nunique() if "gene_sets" in tables else None
             tables["top_terms"] = top_terms(results, n=5, n_gene_sets=n_sets)
@@ -279,7 +284,7 @@ def build_report(model, X, study, obs: pd.DataFrame | None = None, *, enrichment
         if missing:
             raise ValueError(f"`covariates` {missing} are not columns of `obs` (columns: {list(obs.columns)[:20]})")
     labels = _as_labels(study, n_samples)
-    tables = _enrichment_tables(enrichment)
+    tables = _enrichment_tables(enrichment, model, threshold)
 
     # A label such as "$\alpha" would be read as mathtext and abort the drawing: user text is literal.
     with matplotlib.rc_context({"text.parse_math": False}):
@@ -337,6 +342,7 @@ class _Context:
     def section_summary(self) -> str:
         m, h = self.model, self.model.history_
         n_shared_active = int((np.abs(m.W_shared_) > self.threshold).any(axis=0).sum())
+        aside = set(getattr(m, "redundant_factors_", []))   # a merged group can be set aside after merging
         facts = [
             ("samples", len(self.labels)),
             ("features", len(self.genes)),
@@ -346,7 +352,8 @@ class _Context:
             ("active study-specific factors Σ K̂_m",
              f"{len(self.active) - n_shared_active} of {self.W.shape[1] - m.W_shared_.shape[1]}"),
             ("merged factors (functions of one another)",
-             "; ".join(" + ".join(g) for g in getattr(m, "merged_factors_", [])) or "none"),
+             "; ".join(" + ".join(g) + (" (then set aside as redundant)" if g[0] in aside else "")
+                       for g in getattr(m, "merged_factors_", [])) or "none"),
             ("redundant factors (fewer than two anchor genes)",
              ", ".join(getattr(m, "redundant_factors_", [])) or "none"),
             ("composite factors, folded into the two they are a function of",
@@ -393,7 +400,10 @@ class _Context:
         if len(self.model.history_) == 0:
             return _note("The model holds no training history.")
         return self.figure(plot_history(self.model.history_), "Loss and its terms per epoch; dashed lines: "
-                                                                "λ0 annealing stages.")
+                                                                "λ0 annealing stages. The active columns are the "
+                                                                "decoder's during training, before the mask check, "
+                                                                "merging and the anchor rule, which set the "
+                                                                "summary's counts.")
 
     def section_variance(self) -> str:
         from .plotting import plot_variance_explained
@@ -406,8 +416,10 @@ class _Context:
                   "R² of the study's samples when the factor is set to its prior mean (0); "
                   + ("for counts, R² is computed on log1p(10⁴ · counts / library size); " if
                      self.model.likelihood == "nb" else "")
-                  + "'total' is the R² of the whole model. Factors interact through the nonlinear decoder, so "
-                    "the shares need not add up to the total.")]
+                  + "a merged factor's columns are set to 0 together; 'other columns' sets every decoder column "
+                    "that no reported factor stands for (inactive, set aside by the anchor rule, folded "
+                    "composites) to 0 together; 'total' is the R² of the whole model. Factors interact "
+                    "through the nonlinear decoder, so the shares need not add up to the total.")]
         omitted = len(factors) - (len(shown) - 1)
         if omitted:
             out.append(_note(f"{omitted} factor(s) explaining at most {100 * self.min_variance:g} % in every study "
@@ -562,7 +574,8 @@ def write_report(path, model, X, study, obs: pd.DataFrame | None = None, *, enri
         The output folder of ``mssvae enrich`` (read with :func:`read_enrichment_dir`), or a
         dict with any of ``"gene_sets"`` (:func:`mssvae.enrichment.factor_gene_sets` table),
         ``"results"`` (:func:`mssvae.enrichment.enrich` output), ``"summary"`` and
-        ``"top_terms"`` (computed from ``"results"`` when missing).  None: the enrichment
+        ``"top_terms"`` (computed from ``"results"`` when missing; the summary then counts the
+        ``"gene_sets"`` given, else the model's gene sets at ``threshold``).  None: the enrichment
         section says that none was given.
     covariates : str or sequence of str
         Columns of ``obs`` tested against each active factor (e.g. ``"batch"``).
