@@ -2,6 +2,7 @@
 
 import copy
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -198,7 +199,7 @@ def test_anndata_entry_point_writes_obsm_varm_uns(blocks):
     assert model.feature_names_in_[0] == adata.var_names[0]
 
 
-def test_anndata_keys_of_awkward_study_labels(blocks):
+def test_anndata_keys_of_awkward_study_labels(blocks, tmp_path):
     ad = pytest.importorskip("anndata")
     import pandas as pd
 
@@ -210,6 +211,13 @@ def test_anndata_keys_of_awkward_study_labels(blocks):
     fit_anndata(adata, "g", n_shared=2, n_specific=1, max_epochs=1, batch_size=64)
     assert adata.varm["mssvae_W_shared"].shape == (40, 2)  # W^(S), not the study called "shared"
     assert adata.varm["mssvae_W_study_shared"].shape == (40, 1) and "mssvae_W_a_b" in adata.varm
+    # and uns's study-keyed dicts round-trip through h5ad ("/" would have become a nested group)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)   # anndata's "forward slashes will be disallowed"
+        adata.write_h5ad(tmp_path / "a.h5ad")
+    uns = ad.read_h5ad(tmp_path / "a.h5ad").uns["mssvae"]
+    assert sorted(uns["active_specific"]) == sorted(uns["n_specific_active"]) == ["a_b", "study_shared"]
+    assert list(uns["studies"]) == ["a/b", "shared"]
 
 
 def test_factor_kl_marks_the_factors_in_use(fitted_blocks):

@@ -33,10 +33,14 @@ def varm_key(key_added: str, what: str, study) -> str:
     h5ad keys cannot hold "/", and a study called "shared" would collide with W^(S); such labels
     are written with "/" → "_" and a "study_" prefix for "shared".
     """
+    return f"{key_added}_{what}_{_study_label(study)}"
+
+
+def _study_label(study) -> str:
+    """A study label as an h5ad key (in ``varm`` names and as ``uns`` dict keys): "/" would open a
+    nested group on writing, and "shared" would collide with W^(S) in ``varm``."""
     label = str(study).replace("/", "_")
-    if label == "shared":
-        label = "study_shared"
-    return f"{key_added}_{what}_{label}"
+    return "study_shared" if label == "shared" else label
 
 
 def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str = "mssvae",
@@ -53,6 +57,10 @@ def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str 
       the same with ``_pip_`` for the posterior inclusion probabilities p*;
     - ``adata.uns[key_added]``: settings, study labels, factor names, active factors, and the
       per-epoch loss history.
+
+    A study's label in a key (``varm`` names, ``uns[key_added]["active_specific"]`` and
+    ``["n_specific_active"]``) has "/" written as "_", and "shared" as "study_shared": h5ad would
+    read "/" as a nested group.  ``uns[key_added]["studies"]`` keeps the labels as they are.
 
     ``checkpoint_dir``/``checkpoint_every`` are passed to :meth:`MSSVAE.fit` (resumable training).
     Returns the fitted model.
@@ -85,9 +93,10 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "studies": [str(s) for s in model.studies_],
         "factor_names": list(model.factor_names_),
         "active_shared": model.active_shared_,
-        "active_specific": {str(k): v for k, v in model.active_specific_.items()},
+        # Keyed as in varm_key; "studies" keeps the labels as they are, in the same order.
+        "active_specific": {_study_label(k): v for k, v in model.active_specific_.items()},
         "n_shared_active": model.n_shared_active_,
-        "n_specific_active": {str(k): v for k, v in model.n_specific_active_.items()},
+        "n_specific_active": {_study_label(k): v for k, v in model.n_specific_active_.items()},
         # Each merged group as one string "kept+other+...": h5ad stores ragged lists badly.
         "merged_factors": ["+".join(group) for group in model.merged_factors_],
         "redundant_factors": list(model.redundant_factors_),
