@@ -150,6 +150,23 @@ def test_load_refuses_modified_or_foreign_files(fitted_blocks, tmp_path):
         MSSVAE.load(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize("edit", ["hidden", "studies", "params.foo"])
+def test_load_refuses_an_edited_model_json_by_name(fitted_blocks, tmp_path, edit):
+    # The checksum covers the tensors only: a hand-edited model.json must still be a clear refusal.
+    path = tmp_path / "m"
+    fitted_blocks.save(path)
+    meta = json.loads((path / "model.json").read_text())
+    if edit == "hidden":
+        meta["hidden"] = [7, 7]          # shapes that the tensors do not have
+    elif edit == "studies":
+        del meta["studies"]
+    else:
+        meta["params"]["foo"] = 1         # a setting MSSVAE does not take
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"model\.json does not describe the model in .*model\.safetensors"):
+        MSSVAE.load(path)
+
+
 def test_nan_loss_stops_with_the_epoch_and_keeps_last_finite_parameters(blocks):
     X, study, _, _ = blocks
     kw = dict(n_shared=3, n_specific=1, batch_size=64, random_state=0, lambda0=(10.0, 10.0, 10.0),  # no annealing

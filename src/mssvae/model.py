@@ -704,7 +704,8 @@ class MSSVAE(BaseEstimator):
             warnings.warn(
                 f"{len(hidden)} factor(s) carry information (KL > {min_kl} nats) but have no |W| > "
                 f"{SUPPORT_THRESHOLD}: {hidden[:10]}. Their features are not in any support; see "
-                "`factor_kl_` and consider a smaller `prior_weight` or normalize_decoder=True.",
+                "`factor_kl_` and consider a smaller `prior_weight`"
+                + ("." if self.module_.decoder.normalized else " or normalize_decoder=True."),
                 RuntimeWarning, stacklevel=3,
             )
 
@@ -1046,6 +1047,17 @@ class MSSVAE(BaseEstimator):
             tensors = load_file(str(tensor_file))
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{tensor_file} could not be read: {err}") from None
+        try:
+            return cls._from_metadata(meta, tensors, device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            # The checksum vouches for the tensors, not for model.json: an edited or partial file
+            # fails here, deep in the constructor or in load_state_dict.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ValueError(f"{meta_file} does not describe the model in {tensor_file} "
+                             f"(edited, incomplete or from another program): {type(err).__name__}: {first}") from None
+
+    @classmethod
+    def _from_metadata(cls, meta: dict, tensors: dict, device: str) -> MSSVAE:
         params = meta["params"]
         for key in ("hidden", "lambda0", "anneal_fractions", "lambda1"):
             if isinstance(params.get(key), list):
