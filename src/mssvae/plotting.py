@@ -2,9 +2,14 @@
 box plots (Fig. 2(a)), and for reading a fit: variance explained, factor scores by study, top genes
 per factor and the enriched-term dot plot (Figs. 4-5).
 
-Every function builds its own :class:`matplotlib.figure.Figure` (or draws on a given ``ax``) and
-returns the Figure; nothing here calls ``plt.show``, so it works with the non-interactive Agg
-backend (scripts, servers, tests).  Save with ``fig.savefig(path)``.
+Every function returns a :class:`matplotlib.figure.Figure`.  The single-axes plots
+(:func:`plot_masks`, :func:`plot_replicates`, :func:`plot_enrichment_dots`) take ``ax=``: given a
+matplotlib Axes they draw there and return its figure (``ax.figure``), as scanpy's plots do;
+without one they build a new figure.  The plots with several panels (:func:`plot_masks_comparison`,
+:func:`plot_history`, :func:`plot_variance_explained`, :func:`plot_factor_scores`,
+:func:`plot_top_genes`) always build their own figure and take no ``ax``.  Nothing here calls
+``plt.show``, so it works with the non-interactive Agg backend (scripts, servers, tests).  Save
+with ``fig.savefig(path)``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from scipy.optimize import linear_sum_assignment
@@ -81,6 +87,25 @@ def _names(values, n: int, arg: str, what: str) -> list[str]:
     if len(names) != n:
         raise ValueError(f"`{arg}` has {len(names)} names for {n} {what}")
     return names
+
+
+def _study_colours(studies: Sequence[str]) -> dict:
+    """One colour per study, distinct for up to 20 studies.
+
+    Up to 10 studies: the property cycle's ``C0``..``C9`` (matplotlib's tab10 by default), as
+    before.  11 to 20: tab20, its ten tab10 hues first and then their ten light versions, so the
+    first ten studies keep the tab10 colours.  More than 20: evenly spaced along ``turbo``
+    (distinct, but neighbours get harder to tell apart).
+    """
+    n = len(studies)
+    if n <= 10:
+        colours = [f"C{i}" for i in range(n)]
+    elif n <= 20:
+        tab20 = colormaps["tab20"].colors
+        colours = [tab20[i] for i in [*range(0, 20, 2), *range(1, 20, 2)][:n]]
+    else:
+        colours = [tuple(c) for c in colormaps["turbo"](np.linspace(0.0, 1.0, n))]
+    return dict(zip(studies, colours))
 
 
 def _blocks(W_shared, W_specific) -> list[tuple[str, np.ndarray]]:
@@ -163,7 +188,7 @@ def plot_masks(W_shared, W_specific, threshold: float = 0.5, drop_empty: bool = 
         Remove the columns without any |W| > threshold entry (as in Fig. 2(c)).
     title : str, optional
     ax : matplotlib Axes, optional
-        Draw there instead of on a new figure.
+        Draw there instead of on a new figure (the returned figure is then ``ax.figure``).
     feature_names : sequence of str, optional
         Row labels (shown when there are at most 60 features).
     cmap : str
@@ -245,6 +270,8 @@ def plot_masks_comparison(true_shared, true_specific, est_shared, est_specific, 
     good estimate shows the same picture as the truth.  Study blocks are paired by label; when
     the labels differ but the numbers of studies agree they are paired in order.
 
+    It makes its own figure with two panels, so it takes no ``ax``.
+
     Returns
     -------
     matplotlib.figure.Figure with 4 axes: true, estimated, and their colour bars.
@@ -293,6 +320,8 @@ def plot_history(history, title: str | None = None):
     and the penalties λ0 and λ1 (log scale; λ1 moves only with ``lambda1="empirical"``).  Changes of
     the λ0 annealing stage are marked by dashed vertical lines in every panel.  Terms not recorded
     (e.g. ``kl_library`` for a Gaussian fit, where it is 0) are skipped.
+
+    It makes its own figure with these six panels, so it takes no ``ax``.
 
     Returns
     -------
@@ -367,6 +396,7 @@ def plot_replicates(df, metrics: Sequence[str] = REPLICATE_METRICS, ax=None, tit
     metrics : sequence of str
         Columns to show, left to right.  Missing values (e.g. a DCI not computed) are ignored.
     ax : matplotlib Axes, optional
+        Draw there instead of on a new figure (the returned figure is then ``ax.figure``).
     title : str, optional
     seed : int
         Seed of the horizontal jitter of the points.
@@ -459,6 +489,13 @@ def _grid(fig: Figure, n: int, ncols: int):
     return axes[:n]
 
 
+def _percent_label(fraction: float) -> str:
+    """A fraction as a percentage with one decimal ("12.3"); never "-0.0" (a share just below 0
+    that rounds to zero reads "0.0")."""
+    text = f"{100.0 * fraction:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
 def plot_variance_explained(table, threshold: float = 0.01, annotate: bool = True, title: str | None = None,
                             cmap: str = "Purples"):
     """Heat map of the share of each study's variance that each factor explains.
@@ -467,13 +504,14 @@ def plot_variance_explained(table, threshold: float = 0.01, annotate: bool = Tru
     ----------
     table : pandas.DataFrame, shape (K [+ 1], M)
         Output of :meth:`mssvae.MSSVAE.variance_explained`: one row per factor (index = factor
-        names), optionally a last row ``"total"`` (the R² of the whole model in each study), one
-        column per study.  Values are fractions (0.1 = 10 %).
+        names; any row name but ``"total"``, e.g. ``"other columns"``, is drawn as a factor row),
+        optionally a row ``"total"`` (the R² of the whole model in each study), one column per
+        study.  Values are fractions (0.1 = 10 %).
     threshold : float
         Factor rows whose largest value is at most ``threshold`` are left out: most columns of a
         sparse fit explain nothing, and dozens of empty rows would hide the few that matter.
     annotate : bool
-        Write each cell's value (in %) in the cell.
+        Write each cell's value (in %, one decimal) in the cell.
     title : str, optional
     cmap : str
         Colour map of the factor rows.
@@ -481,8 +519,13 @@ def plot_variance_explained(table, threshold: float = 0.01, annotate: bool = Tru
     Returns
     -------
     matplotlib.figure.Figure
-        A heat map (factors kept × studies) with a colour bar; a ``"total"`` row is drawn as a
-        second one-row heat map underneath, on its own scale.
+        A heat map (factors kept × studies) with a colour bar in %; a ``"total"`` row is drawn as
+        a second one-row heat map underneath, on its own scale.  Each colour scale starts at 0 %:
+        a negative share (possible with a nonlinear decoder, where setting a factor to 0 can fit
+        a study slightly better) is drawn in the lowest colour, like 0, while its label keeps
+        its sign; the colour bar then gets a triangle at its lower end.
+
+    It makes its own figure (two panels when there is a ``"total"`` row), so it takes no ``ax``.
     """
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"`table` must be the DataFrame of MSSVAE.variance_explained; got {type(table).__name__}")
@@ -500,28 +543,32 @@ def plot_variance_explained(table, threshold: float = 0.01, annotate: bool = Tru
     axes = fig.subplots(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0]
 
     def draw(ax, frame: pd.DataFrame, colour_map: str, label: str) -> None:
-        M = frame.to_numpy(dtype=float)
-        top = float(np.nanmax(M)) if np.isfinite(M).any() else 1.0
-        im = ax.imshow(M, aspect="auto", cmap=colour_map, vmin=min(0.0, float(np.nanmin(M))),
-                       vmax=max(top, 1e-12), interpolation="nearest")
-        ax.set_yticks(np.arange(M.shape[0]))
+        F = frame.to_numpy(dtype=float)
+        P = 100.0 * F   # drawn in %, like the labels
+        top = float(np.nanmax(P)) if np.isfinite(P).any() else 0.0
+        top = top if top > 0 else 1.0
+        # vmin=0: values below 0 take the lowest colour (the colour map's default "under" colour)
+        im = ax.imshow(P, aspect="auto", cmap=colour_map, vmin=0.0, vmax=top, interpolation="nearest")
+        ax.set_yticks(np.arange(P.shape[0]))
         ax.set_yticklabels([_shorten(i, 30) for i in frame.index], fontsize=8)
-        ax.set_xticks(np.arange(M.shape[1]))
+        ax.set_xticks(np.arange(P.shape[1]))
         ax.set_xticklabels([_shorten(s, 20) for s in studies], fontsize=8, rotation=30, ha="right")
+        labels = {(r, c): _percent_label(v) for (r, c), v in np.ndenumerate(F) if np.isfinite(v)}
         if annotate:
-            for (r, c), v in np.ndenumerate(M):
-                if np.isfinite(v):
-                    ax.text(c, r, f"{100 * v:.1f}", ha="center", va="center", fontsize=7,
-                            color="white" if v > 0.6 * top > 0 else "black")
-        fig.colorbar(im, ax=ax, label=label, shrink=0.9)
+            for (r, c), text in labels.items():
+                ax.text(c, r, text, ha="center", va="center", fontsize=7,
+                        color="white" if P[r, c] > 0.6 * top else "black")
+        # a triangle at the bottom of the bar when a cell reads below 0 (clipped to the lowest colour)
+        clipped = any(float(t) < 0 for t in labels.values())
+        fig.colorbar(im, ax=ax, label=label, shrink=0.9, extend="min" if clipped else "neither")
 
     if kept.empty:
         _no_data(fig, f"no factor above {100 * threshold:g} %", ax=axes[0])
     else:
-        draw(axes[0], kept, cmap, "share of variance")
+        draw(axes[0], kept, cmap, "share of variance (%)")
         axes[0].set_ylabel("factor")
     if total is not None:
-        draw(axes[-1], total, "Greys", "R²")
+        draw(axes[-1], total, "Greys", "R² (%)")
     omitted = len(factors) - len(kept)
     note = f"\n({omitted} factor(s) at most {100 * threshold:g} % everywhere not shown)" if omitted else ""
     axes[0].set_title((title if title is not None else "Variance explained (%)") + note, fontsize=10)
@@ -537,7 +584,9 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
     Z : array, shape (N, K)
         Factor scores, e.g. ``model.transform(X, study)``.
     study : array, shape (N,)
-        Study label of each sample; studies are drawn in sorted order.
+        Study label of each sample; studies are drawn in sorted order, each in its own colour:
+        ``C0``..``C9`` (tab10) for up to 10 studies, tab20 for 11 to 20 (the tab10 hues, then
+        their light versions), evenly spaced ``turbo`` colours beyond.
     factor_names : sequence of str, length K
         Names of the columns of ``Z`` (``model.factor_names_``).
     owner : bool array, shape (N, K), optional
@@ -559,6 +608,8 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
     Returns
     -------
     matplotlib.figure.Figure with one axes per factor drawn (plus blank ones filling the grid).
+
+    It makes its own figure with one panel per factor, so it takes no ``ax``.
     """
     Z = _as_matrix(Z, "Z")
     N, K = Z.shape
@@ -577,7 +628,7 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
     if not idx:
         return _no_data(fig, "no factor to draw")
     rng = np.random.default_rng(seed)
-    colours = {s: f"C{i % 10}" for i, s in enumerate(studies)}
+    colours = _study_colours(studies)
     for ax, k in zip(_grid(fig, len(idx), ncols), idx):
         data, pos = [], []
         for j, s in enumerate(studies):
@@ -634,6 +685,8 @@ def plot_top_genes(W, feature_names, factor_names, n: int = 10, factors=None, th
     Returns
     -------
     matplotlib.figure.Figure with one axes per factor drawn (plus blank ones filling the grid).
+
+    It makes its own figure with one panel per factor, so it takes no ``ax``.
     """
     W = _as_matrix(W, "W")
     G, K = W.shape
@@ -672,7 +725,7 @@ def plot_top_genes(W, feature_names, factor_names, n: int = 10, factors=None, th
 
 
 def plot_enrichment_dots(top_terms_table, size: str = "fold_enrichment", color: str = "neg_log10_p_adj",
-                         max_terms: int | None = 60, term_width: int = 60, title: str | None = None):
+                         max_terms: int | None = 60, term_width: int = 60, title: str | None = None, ax=None):
     """Dot plot of the top enriched terms per factor gene set, like the paper's Figs. 4-5.
 
     Rows are terms, columns gene sets (factors); a dot marks a significant (set, term) pair, its
@@ -694,6 +747,10 @@ def plot_enrichment_dots(top_terms_table, size: str = "fold_enrichment", color: 
     term_width : int
         Longer term names are cut to this many characters.
     title : str, optional
+    ax : matplotlib Axes, optional
+        Draw there instead of on a new figure (the returned figure is then ``ax.figure``).  The
+        colour bar takes its room from ``ax`` (as in :func:`plot_masks`); the size legend is drawn
+        just outside the right edge of ``ax``.
 
     Returns
     -------
@@ -720,11 +777,14 @@ def plot_enrichment_dots(top_terms_table, size: str = "fold_enrichment", color: 
         terms = terms[:max_terms]
         df = df.loc[df["term"].isin(terms)]
         sets = [s for s in sets if s in set(df["gene_set"])]
-    fig = _new_figure((max(5.0, 0.07 * min(term_width, max((len(t) for t in terms), default=10))
-                           + 0.42 * len(sets) + 2.5), max(2.5, 1.6 + 0.24 * len(terms))))
+    if ax is None:
+        fig = _new_figure((max(5.0, 0.07 * min(term_width, max((len(t) for t in terms), default=10))
+                               + 0.42 * len(sets) + 2.5), max(2.5, 1.6 + 0.24 * len(terms))))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
     if df.empty:
-        return _no_data(fig, "no significant term to draw")
-    ax = fig.add_subplot()
+        return _no_data(fig, "no significant term to draw", ax=ax)
     x = df["gene_set"].map({s: i for i, s in enumerate(sets)}).to_numpy(dtype=float)
     y = df["term"].map({t: i for i, t in enumerate(terms)}).to_numpy(dtype=float)
     v = df[size].to_numpy(dtype=float)
