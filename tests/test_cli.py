@@ -248,6 +248,32 @@ def test_simulate_fit_evaluate_round_trip(tmp_path):
     assert "n/a" in res2.output
 
 
+def test_evaluate_refuses_a_truth_from_another_simulation(tmp_path):
+    sims = {seed: tmp_path / f"sim{seed}.h5ad" for seed in (0, 1)}
+    for seed, path in sims.items():
+        ok(run("simulate", "--n-per-study", 10, "--n-features", 42, "--seed", seed, "-o", path))
+    ok(run("fit", sims[0], "--n-shared", 4, "--n-specific", 1, "-o", tmp_path / "fit", *FAST))
+    res = run("evaluate", tmp_path / "fit", "--truth", sims[1], "--no-dci")
+    assert_clean_error(res, "--truth", "another simulation", "random_state 1 vs 0")
+    ok(run("evaluate", tmp_path / "fit", "--truth", sims[0], "--no-dci"))
+
+    # same settings recorded (or none in the truth file) but other truth matrices: refused as well
+    other = ad.read_h5ad(sims[1])
+    del other.uns["simulation"]
+    other.write_h5ad(tmp_path / "bare1.h5ad")
+    assert_clean_error(run("evaluate", tmp_path / "fit", "--truth", tmp_path / "bare1.h5ad", "--no-dci"),
+                       "another ground truth", "true_W_shared")
+
+    # a result that records no simulation is scored against any truth, as before
+    data = ad.read_h5ad(sims[0])
+    del data.uns["simulation"]
+    for k in list(data.varm):
+        del data.varm[k]
+    data.write_h5ad(tmp_path / "plain.h5ad")
+    ok(run("fit", tmp_path / "plain.h5ad", "--n-shared", 4, "--n-specific", 1, "-o", tmp_path / "fit2", *FAST))
+    assert "shared consensus" in ok(run("evaluate", tmp_path / "fit2", "--truth", sims[1], "--no-dci")).output
+
+
 def test_evaluate_errors(tmp_path, csv_file):
     sim = tmp_path / "sim.h5ad"
     ok(run("simulate", "--n-per-study", 5, "--n-features", 42, "-o", sim))
@@ -375,6 +401,40 @@ def test_enrich_defaults_to_the_shipped_go_bp_collection(fitted_blocks, tmp_path
     fitted_blocks.save(tmp_path / "model")
     res = run("enrich", tmp_path / "model", "-o", tmp_path / "enr")
     assert_clean_error(res, "identifiers probably differ")
+
+
+def test_enrich_id_map_renames_ensembl_ids_to_symbols(tmp_path):
+    from mssvae.enrichment import map_feature_names
+
+    # Real ids of the shipped map (two of GATA4's), one with a version, and one id it lacks.
+    ids = ["ENSG00000179348.11", "ENSG00000107485", "ENSG00000136574", "ENSG00000285109", "ENSG00000141448",
+           "ENSG00000171766", "ENSG00000177628", "ENSG00000114480", "ENSG00000117228", "ENSG99999999999"]
+    symbols = ["GATA2", "GATA3", "GATA4", "GATA4|ENSG00000285109", "GATA6", "GATM", "GBA1", "GBE1", "GBP1",
+               "ENSG99999999999"]
+    assert map_feature_names(ids, "hs") == symbols
+    assert map_feature_names(ids, "none") == ids
+
+    df = make_table(G=len(ids), studies=("s1", "s2"))
+    df.columns = ["sample", *ids, "study"]
+    df.to_csv(tmp_path / "ens.csv", index=False)
+    # unpruned masks: a 3-epoch fit of noise would otherwise have no gene set to test
+    ok(run("fit", tmp_path / "ens.csv", "--n-shared", 2, "--n-specific", 1, "--no-prune-masks", "-o", tmp_path / "fit",
+           *FAST))
+    (tmp_path / "terms.gmt").write_text("GATA_TERM\tx\tGATA2\tGATA3\tGATA4\tGATA6\tNOT_HERE\n")
+    args = ("enrich", tmp_path / "fit" / "model", "--gmt", tmp_path / "terms.gmt", "--min-term-size", 1,
+            "--threshold", 1e-12)
+
+    # no mapping by default, and the refusal says how to map
+    assert_clean_error(run(*args, "-o", tmp_path / "enr0"), "identifiers probably differ", "--id-map hs")
+    res = ok(run(*args, "--id-map", "hs", "-o", tmp_path / "enr"))
+    assert "--id-map hs: 9 of 10 genes renamed to symbols" in res.output
+    enr = pd.read_csv(tmp_path / "enr" / "enrichment.csv")
+    assert set(enr["term"]) == {"GATA_TERM"} and (enr["term_size"] == 4).all()
+    assert (enr["background_size"] == len(ids)).all()  # the unmapped id stays in the background
+    genes = set(pd.read_csv(tmp_path / "enr" / "gene_sets.csv")["gene"])
+    assert genes <= set(symbols) and "GATA2" in genes
+    assert_clean_error(run(*args, "--id-map", tmp_path / "missing.tsv", "-o", tmp_path / "enr2"),
+                       "id map file", "does not exist")
 
 
 def test_fit_checkpoint_dir_resumes_and_refuses_other_settings(csv_file, tmp_path, caplog):

@@ -508,6 +508,18 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
     click.echo(f"wrote {output} ({out.n_obs} samples x {out.n_vars} genes) and {report_path}")
 
 
+def _say_mapped(id_map: str, ids, names) -> None:
+    from .preprocess import strip_ensembl_version
+
+    if id_map == "none":
+        return
+    # Said even when nothing was renamed: a map of the wrong species, or genes that are symbols already,
+    # is the usual mistake, and the enrichment alone would not show it.
+    renamed = sum(strip_ensembl_version(i) != n for i, n in zip(map(str, ids), names))
+    click.echo(f"--id-map {id_map}: {renamed} of {len(names)} genes renamed to symbols; the others keep their ids",
+               err=True)
+
+
 ENRICH_OUTPUTS = ("gene_sets.csv", "gene_sets.gmt", "enrichment.csv", "enrichment_summary.csv", "top_terms.csv")
 
 
@@ -522,10 +534,16 @@ ENRICH_OUTPUTS = ("gene_sets.csv", "gene_sets.gmt", "enrichment.csv", "enrichmen
 @click.option("--max-term-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--fdr", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True,
               help="Level of the Benjamini-Yekutieli adjusted p-values.")
+@click.option("--id-map", default="none", show_default=True,
+              help="Ensembl id -> symbol: 'auto' (the shipped human map when the genes are ENSG ids), "
+                   "'hs' (the shipped human map), 'none', or a two-column table file. The model's genes "
+                   "(gene sets and background) become symbols, as `mssvae preprocess --id-map` names them; "
+                   "genes without a symbol keep their (version-less) id, so they stay in the background but "
+                   "match no term.")
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("mssvae_enrich"),
               show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace results already in --output-dir.")
-def enrich(model_dir, gmt_path, threshold, min_term_size, max_term_size, fdr, output_dir, overwrite):
+def enrich(model_dir, gmt_path, threshold, min_term_size, max_term_size, fdr, id_map, output_dir, overwrite):
     """Test each factor's gene set of the model saved in MODEL_DIR (e.g. `mssvae fit`'s out/model)
     against the terms of --gmt, with the analysed genes as background: one-sided hypergeometric
     test, Benjamini-Yekutieli across the terms tested for each gene set.
@@ -533,7 +551,8 @@ def enrich(model_dir, gmt_path, threshold, min_term_size, max_term_size, fdr, ou
     Writes gene_sets.csv (block, factor, gene, weight, p*), gene_sets.gmt, enrichment.csv (every
     tested pair), enrichment_summary.csv (share of gene sets with a significant term, per block)
     and top_terms.csv.  Nothing is downloaded: the collection is the file you give or the one
-    shipped in the package.
+    shipped in the package, and so is --id-map's table.  A model fitted on Ensembl ids (e.g. after
+    `mssvae preprocess --id-map none`) needs --id-map hs against a symbol collection such as go_bp.
     """
     from . import enrichment as en
     from .model import MSSVAE
@@ -545,9 +564,11 @@ def enrich(model_dir, gmt_path, threshold, min_term_size, max_term_size, fdr, ou
         raise _fail(err, f"cannot load the model in {model_dir}: ") from None
     try:
         collection = en.load_builtin(gmt_path) if gmt_path in en.BUILTIN_COLLECTIONS else en.read_gmt(gmt_path)
-        table = en.gene_sets_from_model(model, threshold=threshold, return_table=True)
+        genes = en.map_feature_names(model.feature_names_in_, id_map)
+        _say_mapped(id_map, model.feature_names_in_, genes)
+        table = en.gene_sets_from_model(model, threshold=threshold, return_table=True, feature_names=genes)
         sets = en.gene_sets_from_table(table)
-        res = en.enrich(sets, collection, background=list(model.feature_names_in_), min_term_size=min_term_size,
+        res = en.enrich(sets, collection, background=genes, min_term_size=min_term_size,
                         max_term_size=max_term_size, fdr=fdr)
     except (ValueError, TypeError) as err:
         raise _fail(err) from None
@@ -749,6 +770,8 @@ def evaluate(result, truth, max_density, dci, key, output):
     if "true_W_shared" not in tru.varm:
         raise click.ClickException(f"{truth} holds no ground truth (varm['true_W_shared']); "
                                    "use a file written by `mssvae simulate`")
+    if tru is not res:
+        _check_same_simulation(res, tru, result, truth)
     studies = [str(s) for s in np.asarray(info.get("studies", [])).ravel()]
     sim_info = tru.uns.get("simulation", {})
     true_studies = [str(s) for s in np.asarray(sim_info.get("studies", [])).ravel()] or sorted(
@@ -781,6 +804,54 @@ def evaluate(result, truth, max_density, dci, key, output):
         output.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame([_flat_metrics(metrics)]).to_csv(output, index=False)
         click.echo(f"wrote {output}")
+
+
+def _plain(value):
+    """uns values as plain Python, so that settings read back from two .h5ad files compare equal."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    arr = np.asarray(value)
+    return arr.item() if arr.ndim == 0 else arr.tolist()
+
+
+def _simulation_settings(adata) -> dict | None:
+    sim = adata.uns.get("simulation")
+    if not isinstance(sim, dict):
+        return None
+    sim = _plain(sim)
+    flat = {k: v for k, v in sim.items() if k != "params"}
+    flat.update(sim.get("params") or {})
+    return flat
+
+
+def _check_same_simulation(res, tru, result: Path, truth: Path) -> None:
+    """Refuse a --truth that is not the simulation RESULT was fitted on.
+
+    The fit copies its input's uns['simulation'] and varm['true_W_*'] into result.h5ad, so a result
+    fitted on simulated data records which truth it belongs to; scoring it against another file
+    (another seed, size or kind) would give plausible-looking but meaningless numbers.  A result
+    that records nothing (fitted on a copy without them) is scored as before.
+    """
+    mine, theirs = _simulation_settings(res), _simulation_settings(tru)
+    if mine is not None and theirs is not None:
+        keys = sorted(set(mine) | set(theirs))
+        if mine.get("kind") != theirs.get("kind"):
+            keys = ["kind"]  # the other settings of another kind differ by construction: noise
+        differ = [f"{k} {theirs.get(k, 'unset')} vs {mine.get(k, 'unset')}"
+                  for k in keys if mine.get(k) != theirs.get(k)]
+        if differ:
+            raise click.ClickException(
+                f"--truth {truth} is another simulation than the one recorded in {result}: "
+                f"{', '.join(differ)} (--truth vs result); give the file the fit was run on, or leave out "
+                "--truth to use the truth recorded in the result")
+    recorded = sorted(k for k in res.varm if k.startswith("true_W_"))
+    differ = [k for k in recorded if k in tru.varm and (
+        np.shape(tru.varm[k]) != np.shape(res.varm[k])
+        or not np.allclose(np.asarray(tru.varm[k], dtype=float), np.asarray(res.varm[k], dtype=float), equal_nan=True))]
+    if differ:
+        raise click.ClickException(
+            f"--truth {truth} holds another ground truth than the one recorded in {result} "
+            f"(varm {', '.join(differ)} differ); give the file the fit was run on, or leave out --truth")
 
 
 def _dci_inputs(res, tru, key, info, true_studies) -> dict:

@@ -15,6 +15,12 @@ Typical use::
     enrichment_summary(res, sets)                             # share of gene sets with >= 1 term
     top_terms(res, n=5, n_gene_sets=len(sets))                 # dot-plot table
 
+A model fitted on Ensembl ids is tested against a symbol collection by renaming its genes first::
+
+    genes = map_feature_names(model.feature_names_in_, "hs")  # the shipped human Ensembl -> symbol map
+    sets = gene_sets_from_model(model, feature_names=genes)
+    res = enrich(sets, go, background=genes)
+
 This module only needs numpy, scipy and pandas (no torch).
 """
 
@@ -41,6 +47,7 @@ __all__ = [
     "gene_sets_from_model",
     "gene_sets_from_table",
     "load_builtin",
+    "map_feature_names",
     "read_gmt",
     "top_terms",
     "write_gmt",
@@ -373,7 +380,55 @@ def gene_sets_from_table(table: pd.DataFrame) -> dict[str, list[str]]:
     return {k: list(dict.fromkeys(v)) for k, v in out.items()}
 
 
-def gene_sets_from_model(model: Any, threshold: float = 0.5, return_table: bool = False):
+def map_feature_names(feature_names, id_map="hs") -> list[str]:
+    """Gene symbols for Ensembl-id gene names, as ``mssvae preprocess --id-map`` renames them.
+
+    The renaming is :func:`mssvae.preprocess.map_gene_ids`: version suffixes are stripped before the
+    look-up, a gene without a symbol keeps its (version-stripped) id, so it stays in an enrichment
+    background but matches no symbol term, and when several genes share a symbol the first in
+    ``feature_names`` order keeps it and the others are named ``SYMBOL|ENSEMBL_ID`` (there are no
+    counts here to break the tie by expression, as ``preprocess`` does).
+
+    Parameters
+    ----------
+    feature_names : sequence of str, shape (n_genes,)
+        E.g. ``model.feature_names_in_``.
+    id_map : "hs", "auto", "none", None, path, dict or pandas.Series
+        ``"hs"``: the shipped human map; ``"auto"``: that map when most names are human Ensembl ids
+        (ENSG...), else no mapping; ``"none"`` or None: the names unchanged; a path: a two-column
+        (ensembl_id, symbol) table read by :func:`mssvae.preprocess.read_id_map`; a dict or Series:
+        Ensembl id -> symbol.
+
+    Returns
+    -------
+    list of str, shape (n_genes,)
+        The new names, unique, in the order of ``feature_names``.
+    """
+    from .preprocess import BUILTIN_ID_MAPS, load_builtin_id_map, looks_like_human_ensembl, map_gene_ids, read_id_map
+
+    if isinstance(feature_names, str):
+        raise ValueError("`feature_names` must be a sequence of gene names, not a string")
+    names = pd.Index(np.asarray(feature_names, dtype=object).ravel().astype(str))
+    if id_map is None or (isinstance(id_map, str) and id_map == "none"):
+        return list(names)
+    if isinstance(id_map, str) and id_map == "auto":
+        if not looks_like_human_ensembl(names):
+            return list(names)
+        id_map = "hs"
+    if isinstance(id_map, str) and id_map in BUILTIN_ID_MAPS:
+        table = load_builtin_id_map(id_map)
+    elif isinstance(id_map, (str, Path)):
+        table = read_id_map(Path(id_map))
+    else:
+        table = id_map
+    import anndata as ad
+
+    # map_gene_ids works on an AnnData's var_names; an X-less one holds just the names.
+    mapped = map_gene_ids(ad.AnnData(var=pd.DataFrame(index=names)), table)
+    return [str(g) for g in mapped.var_names]
+
+
+def gene_sets_from_model(model: Any, threshold: float = 0.5, return_table: bool = False, feature_names=None):
     """Gene sets of every factor of a fitted ``MSSVAE``.
 
     Builds ``W_blocks = {"shared": model.W_shared_, study: model.W_specific_[study], ...}`` (and
@@ -389,6 +444,10 @@ def gene_sets_from_model(model: Any, threshold: float = 0.5, return_table: bool 
         Support threshold on ``|W|``.
     return_table : bool
         Return the :func:`factor_gene_sets` table instead of the dict.
+    feature_names : sequence of str, shape (n_genes,), optional
+        Names of the model's genes instead of ``model.feature_names_in_``, e.g. symbols from
+        :func:`map_feature_names` for a model fitted on Ensembl ids (pass the same names to
+        :func:`enrich` as ``background``).
 
     Returns
     -------
@@ -400,7 +459,8 @@ def gene_sets_from_model(model: Any, threshold: float = 0.5, return_table: bool 
     if W_shared is None or W_specific is None:
         raise ValueError("`model` is not fitted: it has no `W_shared_` / `W_specific_` attributes")
     n_genes = np.shape(W_shared)[0]
-    feature_names = getattr(model, "feature_names_in_", None)
+    if feature_names is None:
+        feature_names = getattr(model, "feature_names_in_", None)
     if feature_names is None:
         feature_names = [f"feature_{j}" for j in range(n_genes)]
 
@@ -506,7 +566,8 @@ def enrich(gene_sets: Mapping[str, Iterable[str]], collection: Mapping[str, Iter
     * Genes of a gene set outside the background are dropped (with a warning); a set left
       empty gives no row.
     * Collection genes outside the background are counted in a warning; if none is in the
-      background a ValueError is raised (usually mismatched identifiers).
+      background a ValueError is raised (usually mismatched identifiers: Ensembl ids are renamed
+      to symbols by :func:`map_feature_names`).
     * p-values are adjusted per gene set across all tested terms (including those with no
       overlap, whose p-value is 1) with ``scipy.stats.false_discovery_control(p, method=method)``;
       ``significant = p_adj <= fdr``.
@@ -567,7 +628,9 @@ def enrich(gene_sets: Mapping[str, Iterable[str]], collection: Mapping[str, Iter
     T, _, outside_terms = _membership(collection, index, "collection")
     if T.nnz == 0:
         raise ValueError("no gene of `collection` is in `background`: the identifiers probably differ "
-                         "(e.g. Ensembl ids vs gene symbols, or human vs mouse symbols)")
+                         "(e.g. Ensembl ids vs gene symbols, or human vs mouse symbols); for human Ensembl "
+                         "ids against a symbol collection, map the genes with --id-map hs (command line) or "
+                         "map_feature_names(genes, 'hs') (Python)")
     if outside_terms:
         warnings.warn(f"{len(outside_terms)} distinct gene(s) of `collection` are not in `background` and "
                       "are ignored", stacklevel=2)
