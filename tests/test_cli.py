@@ -389,6 +389,22 @@ def test_enrich_finds_the_planted_modules_and_not_unrelated_terms(fitted_blocks,
     assert (tmp_path / "enr" / "gene_sets.gmt").read_text().count("\n") == sets["factor"].nunique()
 
 
+def test_a_warning_on_the_command_line_is_one_line_without_the_packages_source(fitted_blocks, tmp_path):
+    # In a real process (pytest records warnings instead of printing them, so CliRunner would not show one).
+    import subprocess
+    import sys
+
+    fitted_blocks.save(tmp_path / "model")
+    names = list(fitted_blocks.feature_names_in_)
+    (tmp_path / "terms.gmt").write_text("T\tx\t" + "\t".join(names[0:10] + ["NOT_A_FEATURE"]) + "\n")
+    command = [sys.executable, "-c", "from mssvae.cli import main; main()", "enrich", str(tmp_path / "model"),
+               "--gmt", str(tmp_path / "terms.gmt"), "--min-term-size", "5", "-o", str(tmp_path / "enr")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning: 1 distinct gene(s) of `collection` are not in `background`" in proc.stderr
+    assert ".py:" not in proc.stderr and "en.enrich(" not in proc.stderr
+
+
 def test_enrich_with_foreign_gene_ids_is_a_one_line_error(fitted_blocks, tmp_path):
     fitted_blocks.save(tmp_path / "model")
     (tmp_path / "terms.gmt").write_text("T\tx\t" + "\t".join(f"ENSG{i}" for i in range(20)) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -290,6 +291,16 @@ def _metrics_table(metrics: dict, true_shared: int | None = None, true_specific:
 @click.version_option(__version__, prog_name="mssvae")
 def main():
     """Multi-study sparse VAE (Moran & Krishnan): shared and study-specific sparse factors."""
+    # A warning reads "Warning: ..." on the command line: Python's default format adds the file and
+    # source line inside this package, which say nothing to the user.  Restored when the command ends.
+    default = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    click.get_current_context().call_on_close(lambda: setattr(warnings, "formatwarning", default))
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    return f"Warning{kind}: {message}\n"
 
 
 FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "model", "masks.png", "training.png")
