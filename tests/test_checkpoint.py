@@ -228,3 +228,12 @@ def test_an_interrupted_candidate_is_kept_and_the_others_are_not_trained(monkeyp
     model.fit(sim.X, sim.study)
     assert calls == [0.5] and model.kl_free_ == 0.5 and not model.converged_ and model.candidate_scores_ == {}
     assert np.isnan(model.init_scores_).all() and model.init_seed_ == 0   # the second restart never ran
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(small_data, tmp_path):
+    X, study = small_data
+    (tmp_path / "afile").write_text("")
+    model = MSSVAE(n_shared=2, n_specific=1, hidden=(8, 8), max_epochs=3, batch_size=32)
+    with pytest.raises(ValueError, match="`checkpoint_dir` .*afile exists and is not a folder"):
+        model.fit(X, study, checkpoint_dir=tmp_path / "afile")
+    assert not hasattr(model, "history_")   # nothing trained

@@ -28,11 +28,15 @@ def test_each_rank_draws_its_share_of_a_balanced_batch_with_unbiased_weights():
     assert one.weight.sum() == pytest.approx(100) and two.weight.sum() == pytest.approx(100)
 
 
-def _two_ranks(tmp_path, *args):
+def _launch(tmp_path, *args, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            str(Path(__file__).parent / "ddp_worker.py"), str(tmp_path), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _two_ranks(tmp_path, *args):
+    proc = _launch(tmp_path, *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
 
@@ -41,6 +45,10 @@ def test_two_gloo_ranks_stay_in_step_and_recover_the_blocks_like_one_process(tmp
     r0, r1 = _two_ranks(tmp_path)
     # W and η identical on both ranks: gradients averaged, E-step and η M-step computed from them
     for key in ("W", "eta", "loss", "weight"):
+        assert np.array_equal(r0[key], r1[key]), key
+    # and so is the fitted model: the last step's batch-norm statistics are rank 0's on both, so the
+    # mask check, the reported masks and the factors agree
+    for key in ("buffers", "pruned", "W_shared", "Z"):
         assert np.array_equal(r0[key], r1[key]), key
 
     X, study, Ws, Wm = two_block_data(n=300)
@@ -59,3 +67,17 @@ def test_an_empirical_slab_penalty_stays_the_same_on_every_rank(tmp_path):
     for key in ("W", "eta", "lambda1"):
         assert np.array_equal(r0[key], r1[key]), key
     assert len(np.unique(r0["lambda1"])) > 2
+
+
+def test_a_rank_given_other_data_is_refused_on_every_rank_instead_of_waiting_forever(tmp_path):
+    proc = _launch(tmp_path, "shard", timeout=300)
+    assert proc.returncode != 0
+    assert "was given other data than another rank" in proc.stderr
+    assert "every rank must call fit with the whole X and study" in proc.stderr
+
+
+def test_a_torchrun_process_without_a_process_group_is_warned_that_it_fits_alone(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    X, study, _, _ = two_block_data(n=60)
+    with pytest.warns(RuntimeWarning, match="torch.distributed is not initialised"):
+        MSSVAE(n_shared=2, n_specific=1, hidden=(8, 8), max_epochs=1, batch_size=32).fit(X, study)

@@ -294,6 +294,12 @@ def test_a_merged_factor_explains_its_columns_together(fitted_blocks, blocks):
     assert (both > alone.loc[m.factor_names_[a]] + 0.05).all()
 
 
+def test_a_decreasing_spike_schedule_is_accepted_with_a_warning(blocks):
+    X, study, _, _ = blocks
+    with pytest.warns(UserWarning, match=r"`lambda0` \(15.0, 10.0, 1.0\) decreases"):
+        MSSVAE(n_shared=2, n_specific=1, max_epochs=1, batch_size=256, lambda0=(15.0, 10.0, 1.0)).fit(X, study)
+
+
 def test_an_empirical_slab_penalty_is_fitted_kept_and_saved(small_counts, tmp_path):
     # lambda1="empirical": λ1 follows its M-step (1 / the p*-weighted mean |w| of the slab entries),
     # capped at λ0 / 10; the fitted value is what pruning, the report and `score` use.

@@ -439,6 +439,21 @@ def warn_constant_features(X: np.ndarray, feature_names=None, name: str = "X") -
     return constant
 
 
+def check_spike_above_slab(lambda0: tuple[float, float, float], lambda1) -> None:
+    """λ0 > λ1 at every annealing stage: the spike ψ0 is the narrow Laplace at 0 and the slab ψ1 the
+    wide one (§2.1); the other way round, p* reads the spike as the slab and the masks come out
+    inverted.  A decreasing λ0 is allowed but warned: the paper anneals from wide to sharp."""
+    slab = tuple(lambda1) if isinstance(lambda1, (tuple, list)) else (lambda1,) * 3
+    for stage, (l0, l1) in enumerate(zip(lambda0, slab)):
+        if l0 <= l1:
+            raise ValueError(f"`lambda0` must exceed `lambda1` at every annealing stage (the spike is the narrow "
+                             f"component); stage {stage}: lambda0 {l0:g} <= lambda1 {l1:g}")
+    if any(b < a for a, b in zip(lambda0, lambda0[1:])):
+        warnings.warn(f"`lambda0` {tuple(lambda0)} decreases: the spike penalty is usually annealed upwards "
+                      "(the paper's 1 -> 10 -> 15), so that the masks start dense and sparsify", UserWarning,
+                      stacklevel=4)
+
+
 def check_lambda0(lambda0, name: str = "lambda0") -> tuple[float, float, float]:
     if isinstance(lambda0, (str, bytes)) or not isinstance(lambda0, (list, tuple, np.ndarray)):
         raise TypeError(f"`{name}` must be 3 spike penalties, e.g. (1, 10, 15); got {lambda0!r}")

@@ -141,6 +141,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
     """
     device = X.device
     world = dist.get_world_size() if _distributed() else 1
+    if world > 1:
+        _check_same_data(X, study)
     sampler = BalancedBatches(study.cpu().numpy(), cfg.batch_size, generator, world)
     weight = torch.as_tensor(sampler.weight, dtype=X.dtype, device=device)
     groups = sampler.study_slices()
@@ -338,6 +340,12 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             RuntimeWarning,
             stacklevel=2,
         )
+    if world > 1:
+        # DDP broadcasts rank 0's buffers at the start of each forward, so the last step's batch-norm
+        # update stayed on each rank; without this, scoring, the mask check and transform (which read
+        # the running statistics) would differ between ranks.
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
     module.eval()
     return result
 
@@ -521,6 +529,23 @@ def _to_device(values, device: torch.device) -> torch.Tensor:
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def _check_same_data(X: torch.Tensor, study: torch.Tensor) -> None:
+    """Every rank must be given the whole data (the sampler splits each batch between the ranks).
+
+    A rank with other data, a shard say, would run another number of steps and wait forever in a
+    collective; so the ranks first compare the shape and a checksum of X and study, and all of
+    them raise together when any differs."""
+    stamp = torch.stack([torch.tensor(float(n), dtype=torch.float64, device=X.device) for n in X.shape]
+                        + [X.sum(dtype=torch.float64), study.sum(dtype=torch.float64)])
+    low, high = stamp.clone(), stamp.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise ValueError(f"data-parallel fit: rank {dist.get_rank()} was given other data than another rank "
+                         f"(X of shape {tuple(X.shape)}, its sum or the study labels differ); every rank must "
+                         "call fit with the whole X and study: the ranks share each batch, not the samples")
 
 
 def _adam(groups: list[dict], device: torch.device, graphs: bool) -> torch.optim.Adam:
