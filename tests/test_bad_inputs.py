@@ -223,8 +223,8 @@ CASES = [
     case("lambda0-scalar", lambda: fit(lambda0=10.0), TypeError,
          "`lambda0` must be 3 spike penalties"),
     case("lambda0-not-above-lambda1", lambda: fit(lambda0=(0.5, 0.5, 0.5), lambda1=5.0), ValueError,
-         "`lambda0` must exceed `lambda1` at every annealing stage (the spike is the narrow component); "
-         "stage 0: lambda0 0.5 <= lambda1 5"),
+         "`lambda0` must exceed `lambda1` at the last annealing stage (the spike is the narrow component); "
+         "lambda0 0.5 <= lambda1 5"),
     case("anneal_fractions-over-1", lambda: fit(anneal_fractions=(0.6, 0.6)), ValueError,
          "`anneal_fractions` must be 2 non-negative fractions summing to ≤ 1"),
     case("anneal_fractions-nan", lambda: fit(anneal_fractions=(float("nan"), 0.2)), ValueError,

@@ -298,6 +298,9 @@ def test_a_decreasing_spike_schedule_is_accepted_with_a_warning(blocks):
     X, study, _, _ = blocks
     with pytest.warns(UserWarning, match=r"`lambda0` \(15.0, 10.0, 1.0\) decreases"):
         MSSVAE(n_shared=2, n_specific=1, max_epochs=1, batch_size=256, lambda0=(15.0, 10.0, 1.0)).fit(X, study)
+    # a slab penalty above the first stage's λ0 (e.g. a fitted lambda1_ reused): warned, the last stage decides
+    with pytest.warns(UserWarning, match="not above `lambda1` at stage 0: 1 <= 2"):
+        MSSVAE(n_shared=2, n_specific=1, max_epochs=1, batch_size=256, lambda1=2.0).fit(X, study)
 
 
 def test_an_empirical_slab_penalty_is_fitted_kept_and_saved(small_counts, tmp_path):

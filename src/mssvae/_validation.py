@@ -440,14 +440,19 @@ def warn_constant_features(X: np.ndarray, feature_names=None, name: str = "X") -
 
 
 def check_spike_above_slab(lambda0: tuple[float, float, float], lambda1) -> None:
-    """λ0 > λ1 at every annealing stage: the spike ψ0 is the narrow Laplace at 0 and the slab ψ1 the
-    wide one (§2.1); the other way round, p* reads the spike as the slab and the masks come out
-    inverted.  A decreasing λ0 is allowed but warned: the paper anneals from wide to sharp."""
+    """λ0 > λ1 at the last annealing stage: the spike ψ0 is the narrow Laplace at 0 and the slab ψ1
+    the wide one (§2.1); the other way round, p* reads the spike as the slab and the masks, the
+    mask check and ``score`` (all at the final λ0) come out inverted.  An earlier stage with λ0 ≤ λ1
+    is only warned: reusing a fitted ``lambda1_`` above 1 with the paper's λ0 = 1 first stage is
+    the natural example.  A decreasing λ0 is warned too: the paper anneals from wide to sharp."""
     slab = tuple(lambda1) if isinstance(lambda1, (tuple, list)) else (lambda1,) * 3
-    for stage, (l0, l1) in enumerate(zip(lambda0, slab)):
-        if l0 <= l1:
-            raise ValueError(f"`lambda0` must exceed `lambda1` at every annealing stage (the spike is the narrow "
-                             f"component); stage {stage}: lambda0 {l0:g} <= lambda1 {l1:g}")
+    if lambda0[-1] <= slab[-1]:
+        raise ValueError(f"`lambda0` must exceed `lambda1` at the last annealing stage (the spike is the narrow "
+                         f"component); lambda0 {lambda0[-1]:g} <= lambda1 {slab[-1]:g}")
+    early = [f"stage {i}: {l0:g} <= {l1:g}" for i, (l0, l1) in enumerate(zip(lambda0[:-1], slab[:-1])) if l0 <= l1]
+    if early:
+        warnings.warn(f"`lambda0` is not above `lambda1` at {', '.join(early)}: during that part of the annealing "
+                      "the spike is the wider component", UserWarning, stacklevel=4)
     if any(b < a for a, b in zip(lambda0, lambda0[1:])):
         warnings.warn(f"`lambda0` {tuple(lambda0)} decreases: the spike penalty is usually annealed upwards "
                       "(the paper's 1 -> 10 -> 15), so that the masks start dense and sparsify", UserWarning,
