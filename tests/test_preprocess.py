@@ -328,3 +328,122 @@ def test_real_platelet_counts_give_sane_report():
     assert (report["genes_after"] <= report["genes_before"]).all()
     assert np.issubdtype(out.X.dtype, np.integer)
     assert out.obs["group"].value_counts().min() >= 2
+
+
+# ----------------------------------------------------------------------------------------------
+# counts table + sample sheet, and writing the output (mssvae preprocess)
+
+
+def write_counts_and_sheet(tmp_path, n_samples=8, n_genes=6, sheet_rows=None, header=None):
+    """GEO layout: a genes x samples counts CSV (columns S0..S7, or ``header``) and a sample sheet."""
+    rng = np.random.default_rng(0)
+    names = header if header is not None else [f"S{i}" for i in range(n_samples)]
+    X = rng.integers(50, 500, size=(n_genes, len(names)))
+    rows = [",".join(["gene_id", *names])] + [",".join([f"g{j}", *map(str, X[j])]) for j in range(n_genes)]
+    (tmp_path / "counts.csv").write_text("\n".join(rows) + "\n")
+    sheet = sheet_rows if sheet_rows is not None else pd.DataFrame(
+        {"sample": names, "group": ["a", "b"] * (len(names) // 2)})
+    sheet.to_csv(tmp_path / "samples.csv", index=False)
+    return tmp_path / "counts.csv", tmp_path / "samples.csv"
+
+
+def run_preprocess(tmp_path, *args, out="prep.h5ad"):
+    from click.testing import CliRunner
+
+    from mssvae.cli import main
+
+    argv = ["preprocess", str(tmp_path / "counts.csv"), "--samples", str(tmp_path / "samples.csv"),
+            "--study-key", "group", "--min-total-log", "0", "--min-gene-counts", "0", "--min-cpm", "0",
+            "--n-top-genes", "1000", "--id-map", "none", *map(str, args), "-o", str(tmp_path / out)]
+    return CliRunner().invoke(main, argv)
+
+
+def assert_one_line_error(res, *fragments):
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("Error: ") and "Traceback" not in res.output, res.output
+    for f in fragments:
+        assert f in res.output, res.output
+
+
+SHEET = pd.DataFrame({"sample": [f"S{i}" for i in range(8)], "group": ["a", "b"] * 4})
+
+
+@pytest.mark.parametrize("sheet, repeated", [
+    (pd.concat([SHEET, SHEET.iloc[[3]]], ignore_index=True), "S3"),  # a duplicated row
+    (SHEET.assign(sample=["S0", "S1", "S2", "S3", "S4", "S5", "S6", "S5"]), "S5"),  # one id on two rows
+])
+def test_repeated_sample_ids_in_the_sheet_are_refused(tmp_path, sheet, repeated):
+    from mssvae.preprocess import read_counts_with_samples
+
+    write_counts_and_sheet(tmp_path, sheet_rows=sheet)
+    with pytest.raises(ValueError, match=f"more than one row.*'{repeated}'"):
+        read_counts_with_samples(tmp_path / "counts.csv", tmp_path / "samples.csv")
+    res = run_preprocess(tmp_path)
+    assert_one_line_error(res, "more than one row", f"'{repeated}'")
+    assert not (tmp_path / "prep.h5ad").exists()
+
+
+def test_repeated_counts_column_names_are_refused(tmp_path):
+    header = ["S0", "S1", "S2", "S1", "S4", "S5"]
+    sheet = pd.DataFrame({"sample": ["S0", "S1", "S2", "S4", "S5"], "group": ["a", "b", "a", "b", "a"]})
+    write_counts_and_sheet(tmp_path, header=header, sheet_rows=sheet)
+    res = run_preprocess(tmp_path)
+    assert_one_line_error(res, "appear more than once", "'S1'")
+    assert not (tmp_path / "prep.h5ad").exists()
+
+
+def test_explicit_sample_column_must_exist(tmp_path):
+    from mssvae.preprocess import read_counts_with_samples
+
+    write_counts_and_sheet(tmp_path)
+    with pytest.raises(ValueError, match=r"'sampel' is not a column .*\['sample', 'group'\]"):
+        read_counts_with_samples(tmp_path / "counts.csv", tmp_path / "samples.csv", "sampel")
+    res = run_preprocess(tmp_path, "--sample-column", "sampel")
+    assert_one_line_error(res, "'sampel'", "'sample', 'group'")
+    assert not (tmp_path / "prep.h5ad").exists()
+
+
+def test_default_sample_column_absent_matches_by_position_with_a_warning(tmp_path):
+    write_counts_and_sheet(tmp_path, sheet_rows=SHEET.rename(columns={"sample": "id"}))
+    with pytest.warns(UserWarning, match="matched to the columns of .* by position"):
+        res = run_preprocess(tmp_path)
+    assert res.exit_code == 0, res.output
+    a = ad.read_h5ad(tmp_path / "prep.h5ad")
+    assert list(a.obs_names) == [f"S{i}" for i in range(8)]
+
+
+def test_counts_columns_without_a_sheet_row_are_reported(tmp_path):
+    write_counts_and_sheet(tmp_path, sheet_rows=SHEET.iloc[2:])  # S0 and S1 have no row
+    with pytest.warns(UserWarning, match=r"2 of 8 sample column\(s\) .* no row .*\['S0', 'S1'\]"):
+        res = run_preprocess(tmp_path)
+    assert res.exit_code == 0, res.output
+    report = pd.read_csv(tmp_path / "prep_report.csv")
+    first = report.iloc[0]
+    assert first["step"] == "in_sample_sheet" and "S0" in first["note"] and "S1" in first["note"]
+    assert (first["samples_before"], first["samples_after"], first["removed_samples"]) == (8, 6, 2)
+    assert report["samples_before"].iloc[1] == 6  # the steps chain
+    a = ad.read_h5ad(tmp_path / "prep.h5ad")
+    assert a.n_obs == 6 and a.uns["mssvae_preprocess"]["steps"]["step"][0] == "in_sample_sheet"
+
+
+def test_remapping_genes_that_are_symbols_already_writes_cleanly(tmp_path):
+    # No gene maps: var["symbol"] is all missing, which anndata could not write as a plain object column.
+    adata = make_adata(np.ones((2, 3), dtype=np.int64), ["a", "b"], ["TP53", "EGFR", "MYC"])
+    out = map_gene_ids(adata, {"ENSG00000141510": "TP53"})
+    assert out.var["symbol"].isna().all()
+    out.write_h5ad(tmp_path / "x.h5ad")
+    back = ad.read_h5ad(tmp_path / "x.h5ad")
+    assert list(back.var_names) == ["TP53", "EGFR", "MYC"] and back.var["symbol"].isna().all()
+
+
+def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch):
+    write_counts_and_sheet(tmp_path)
+
+    def broken_write(self, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"partial")
+        raise TypeError("Can't implicitly convert non-string objects to strings")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", broken_write)
+    res = run_preprocess(tmp_path)
+    assert_one_line_error(res, "cannot write", "non-string")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counts.csv", "samples.csv"]

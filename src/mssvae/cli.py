@@ -446,7 +446,9 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
 @click.option("--samples", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Sample sheet (CSV/TSV) when INPUT is a genes x samples counts table (GEO layout).")
 @click.option("--sample-column", default="sample", show_default=True,
-              help="Column of --samples naming the counts columns (else rows are matched by order).")
+              help="Column of --samples naming the counts columns. When the default column is absent, "
+                   "rows are matched to the counts columns by order (with a warning); a column given "
+                   "here must exist.")
 @click.option("--study-key", default="study", show_default=True, help="Study (group) column.")
 @click.option("--layer", default=None, help="h5ad layer holding the raw counts instead of X.")
 @click.option("--min-total-log", type=float, default=12.5, show_default=True,
@@ -473,15 +475,18 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
     Writes OUTPUT (.h5ad, raw counts) and OUTPUT's name with _report.csv (samples and genes
     removed by each step), and prints the report.
     """
+    import os
+
     import anndata as ad
 
-    from .io import read_counts_table
     from .preprocess import (
         BUILTIN_ID_MAPS,
+        add_sample_sheet_step,
         load_builtin_id_map,
         looks_like_human_ensembl,
         map_gene_ids,
         preprocess_counts,
+        read_counts_with_samples,
         read_id_map,
     )
 
@@ -491,30 +496,48 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
             raise click.ClickException(f"{p} exists; pass --overwrite to replace it")
     if not input.is_file():
         raise click.ClickException(f"input file {input} does not exist")
+    sheet_info = None
+    # An explicit --sample-column must exist; the default may be absent (rows then matched by order).
+    given = click.get_current_context().get_parameter_source("sample_column") != click.core.ParameterSource.DEFAULT
     try:
         if input.suffix == ".h5ad":
             adata = ad.read_h5ad(input)
         elif samples is None:
             raise ValueError("a counts table needs --samples (the sample sheet with the study column)")
         else:
-            adata = read_counts_table(input, samples, sample_column)
+            adata, sheet_info = read_counts_with_samples(input, samples, sample_column if given else None)
     except _READ_ERRORS as err:
         raise _fail(err, f"cannot read {input}: ") from None
     try:
         out, report = preprocess_counts(adata, study_key, layer=layer, min_total_log=min_total_log,
                                         min_gene_counts=min_gene_counts, min_cpm=min_cpm,
                                         min_cpm_fraction=min_cpm_fraction, n_top_genes=n_top_genes)
+        if sheet_info is not None:
+            report = add_sample_sheet_step(out, report, sheet_info)
         if id_map == "auto":
             id_map = "hs" if looks_like_human_ensembl(out.var_names) else "none"
         if id_map in BUILTIN_ID_MAPS:
             out = map_gene_ids(out, load_builtin_id_map(id_map))
         elif id_map != "none":
             out = map_gene_ids(out, read_id_map(Path(id_map)))
+        if id_map != "none":
+            _say_mapped(id_map, out.var["gene_id"], list(out.var_names))
     except (ValueError, TypeError, ImportError) as err:
         raise _fail(err) from None
     output.parent.mkdir(parents=True, exist_ok=True)
-    out.write_h5ad(output)
-    report.to_csv(report_path, index=False)
+    # Written under temporary names in the same folder and renamed at the end, so that a failure while
+    # writing leaves no partial output (which the next run would refuse to replace without --overwrite).
+    tmp = {p: p.with_name(f".{p.stem}.partial-{os.getpid()}{p.suffix}") for p in (output, report_path)}
+    try:
+        out.write_h5ad(tmp[output])
+        report.to_csv(tmp[report_path], index=False)
+        for final, partial in tmp.items():
+            os.replace(partial, final)
+    except (ValueError, TypeError, OSError) as err:
+        raise _fail(err, f"cannot write {output}: ") from None
+    finally:
+        for partial in tmp.values():
+            partial.unlink(missing_ok=True)
     click.echo(report.to_string(index=False))
     click.echo(f"wrote {output} ({out.n_obs} samples x {out.n_vars} genes) and {report_path}")
 
