@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from mssvae import MSSVAE, TrainingDivergedError
 from mssvae.metrics import jaccard_matrix, support
@@ -165,6 +166,13 @@ def test_load_refuses_an_edited_model_json_by_name(fitted_blocks, tmp_path, edit
     (path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"model\.json does not describe the model in .*model\.safetensors"):
         MSSVAE.load(path)
+
+
+def test_load_on_a_device_this_machine_lacks_blames_the_device_not_the_file(fitted_blocks, tmp_path):
+    fitted_blocks.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="device") as err:
+        MSSVAE.load(tmp_path / "m", device="meta" if torch.cuda.is_available() else "cuda")
+    assert "does not describe" not in str(err.value)
 
 
 def test_nan_loss_stops_with_the_epoch_and_keeps_last_finite_parameters(blocks):

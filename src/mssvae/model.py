@@ -1063,6 +1063,7 @@ class MSSVAE(BaseEstimator):
             tensors = load_file(str(tensor_file))
         except (SafetensorError, OSError) as err:
             raise ValueError(f"{tensor_file} could not be read: {err}") from None
+        cls(device=device)._resolve_device()   # an unavailable device is the caller's error, not the file's
         try:
             return cls._from_metadata(meta, tensors, device)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
