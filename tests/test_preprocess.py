@@ -373,11 +373,11 @@ SHEET = pd.DataFrame({"sample": [f"S{i}" for i in range(8)], "group": ["a", "b"]
     (SHEET.assign(sample=["S0", "S1", "S2", "S3", "S4", "S5", "S6", "S5"]), "S5"),  # one id on two rows
 ])
 def test_repeated_sample_ids_in_the_sheet_are_refused(tmp_path, sheet, repeated):
-    from mssvae.preprocess import read_counts_with_samples
+    from mssvae.io import read_counts_table
 
     write_counts_and_sheet(tmp_path, sheet_rows=sheet)
     with pytest.raises(ValueError, match=f"more than one row.*'{repeated}'"):
-        read_counts_with_samples(tmp_path / "counts.csv", tmp_path / "samples.csv")
+        read_counts_table(tmp_path / "counts.csv", tmp_path / "samples.csv")
     res = run_preprocess(tmp_path)
     assert_one_line_error(res, "more than one row", f"'{repeated}'")
     assert not (tmp_path / "prep.h5ad").exists()
@@ -393,11 +393,11 @@ def test_repeated_counts_column_names_are_refused(tmp_path):
 
 
 def test_explicit_sample_column_must_exist(tmp_path):
-    from mssvae.preprocess import read_counts_with_samples
+    from mssvae.io import read_counts_table
 
     write_counts_and_sheet(tmp_path)
     with pytest.raises(ValueError, match=r"'sampel' is not a column .*\['sample', 'group'\]"):
-        read_counts_with_samples(tmp_path / "counts.csv", tmp_path / "samples.csv", "sampel")
+        read_counts_table(tmp_path / "counts.csv", tmp_path / "samples.csv", "sampel")
     res = run_preprocess(tmp_path, "--sample-column", "sampel")
     assert_one_line_error(res, "'sampel'", "'sample', 'group'")
     assert not (tmp_path / "prep.h5ad").exists()

@@ -479,6 +479,7 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
 
     import anndata as ad
 
+    from .io import read_counts_table
     from .preprocess import (
         BUILTIN_ID_MAPS,
         add_sample_sheet_step,
@@ -486,7 +487,6 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
         looks_like_human_ensembl,
         map_gene_ids,
         preprocess_counts,
-        read_counts_with_samples,
         read_id_map,
     )
 
@@ -505,7 +505,7 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
         elif samples is None:
             raise ValueError("a counts table needs --samples (the sample sheet with the study column)")
         else:
-            adata, sheet_info = read_counts_with_samples(input, samples, sample_column if given else None)
+            adata, sheet_info = read_counts_table(input, samples, sample_column if given else None, return_info=True)
     except _READ_ERRORS as err:
         raise _fail(err, f"cannot read {input}: ") from None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,43 +147,84 @@ def read_input(path, study_key: str):
     return adata
 
 
-def read_counts_table(counts_path, samples_path, sample_column: str = "sample"):
+def read_counts_table(counts_path, samples_path, sample_column: str | None = None, return_info: bool = False):
     """Read a genes × samples counts table (GEO layout) and its sample sheet into an AnnData.
 
     counts_path : CSV/TSV (optionally .gz) whose first column holds gene ids and whose other columns
-        are samples.  samples_path : CSV/TSV with one row per sample; ``sample_column`` names the
-        counts columns (when the sheet has no such column, rows are matched to the counts columns
-        by order).  Returns AnnData (n_samples, n_genes) with the sheet as ``obs``.  Plain text
-        only: nothing in the files is executed.
+        are samples.  samples_path : CSV/TSV with one row per sample.  ``sample_column`` names the
+        sheet's column of counts-column names; None means ``"sample"``, and when the sheet has no such
+        column its rows are matched to the counts columns by position (with a UserWarning).  A column
+        named explicitly must exist.  Repeated sample ids in the sheet or repeated counts-column names
+        are refused: either would give one sample another's counts or metadata.  A sheet may list a
+        subset of the counts columns; the others are left out with a UserWarning naming a few.
+        Plain text only: nothing in the files is executed.
+
+    Returns AnnData (n_samples, n_genes) with the sheet as ``obs``; with ``return_info`` also
+    ``{"n_count_columns", "not_in_sheet", "matched_by": "name" | "position"}``, for the report's
+    first step (:func:`mssvae.preprocess.add_sample_sheet_step`).
     """
     import anndata as ad
 
     def sep_of(p: Path) -> str:
         return "\t" if p.name.endswith((".tsv", ".txt", ".tsv.gz", ".txt.gz")) else ","
 
+    def repeated(values) -> list[str]:
+        s = pd.Series(list(values), dtype=object)
+        return list(pd.unique(s[s.duplicated()].to_numpy()))
+
     counts_path, samples_path = Path(counts_path), Path(samples_path)
     for p, what in ((counts_path, "counts file"), (samples_path, "sample sheet")):
         if not p.is_file():
             raise ValueError(f"{what} {p} does not exist")
     counts = pd.read_csv(counts_path, sep=sep_of(counts_path), index_col=0)
+    # The header as written: pandas renames a repeated column "S1" to "S1.1", which would hide it.
+    header = pd.read_csv(counts_path, sep=sep_of(counts_path), header=None, nrows=1, dtype=str,
+                         keep_default_na=False).iloc[0].tolist()[1:]
+    twice = repeated(str(c) for c in header)
+    if twice:
+        raise ValueError(f"{counts_path}: {len(twice)} sample column name(s) appear more than once: {twice[:5]}; "
+                         "each sample needs one column")
     sheet = pd.read_csv(samples_path, sep=sep_of(samples_path))
     non_numeric = [c for c in counts.columns if not pd.api.types.is_numeric_dtype(counts[c])]
     if non_numeric:
         raise ValueError(f"{counts_path}: sample columns must be numeric counts; non-numeric: {non_numeric[:5]}")
+    explicit = sample_column is not None
+    sample_column = "sample" if sample_column is None else sample_column
+    columns = counts.columns.astype(str)
+    not_in_sheet, matched_by = [], "name"
     if sample_column in sheet.columns:
         names = sheet[sample_column].astype(str)
-        missing = sorted(set(names) - set(counts.columns.astype(str)))
+        twice = repeated(names)
+        if twice:
+            raise ValueError(f"{samples_path}: {len(twice)} sample id(s) of column {sample_column!r} are on more "
+                             f"than one row ({int(names.isin(twice).sum())} rows): {twice[:5]}; each sample needs "
+                             "exactly one row")
+        missing = sorted(set(names) - set(columns))
         if missing:
             raise ValueError(f"{len(missing)} sample(s) of {samples_path} are not columns of {counts_path}: "
                              f"{missing[:5]}")
+        not_in_sheet = [c for c in columns if c not in set(names)]
+        if not_in_sheet:
+            warnings.warn(f"{len(not_in_sheet)} of {len(columns)} sample column(s) of {counts_path} have no row in "
+                          f"{samples_path} and are left out: {not_in_sheet[:5]}", UserWarning, stacklevel=2)
         counts = counts.loc[:, names.to_numpy()]
         sheet = sheet.set_index(names.to_numpy())
+    elif explicit:
+        raise ValueError(f"sample column {sample_column!r} is not a column of {samples_path} "
+                         f"(columns: {list(map(str, sheet.columns))})")
     elif len(sheet) == counts.shape[1]:
-        sheet.index = counts.columns.astype(str)
+        warnings.warn(f"{samples_path} has no {sample_column!r} column: its {len(sheet)} rows are matched to the "
+                      f"columns of {counts_path} by position (row 1 = first sample column); name the column "
+                      "holding the sample ids with --sample-column / `sample_column` to match by name",
+                      UserWarning, stacklevel=2)
+        sheet.index = columns
+        matched_by = "position"
     else:
         raise ValueError(f"{samples_path} has no {sample_column!r} column and {len(sheet)} rows for "
                          f"{counts.shape[1]} samples in {counts_path}")
     sheet.index = sheet.index.astype(str)
     adata = ad.AnnData(X=counts.to_numpy().T, obs=sheet)
     adata.var_names = counts.index.astype(str)
-    return adata
+    if not return_info:
+        return adata
+    return adata, {"n_count_columns": len(columns), "not_in_sheet": not_in_sheet, "matched_by": matched_by}

@@ -18,7 +18,6 @@ import importlib.metadata
 import math
 import numbers
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -313,96 +312,15 @@ def preprocess_counts(adata, study_key: str, layer: str | None = None, min_total
 # counts table + sample sheet
 
 
-DEFAULT_SAMPLE_COLUMN = "sample"
 SHEET_STEP = "in_sample_sheet"
-
-
-def _sep_of(path: Path) -> str:
-    # as mssvae.io.read_counts_table chooses it
-    return "\t" if path.name.endswith((".tsv", ".txt", ".tsv.gz", ".txt.gz")) else ","
-
-
-def _repeated(values) -> list[str]:
-    s = pd.Series(list(values), dtype=object)
-    return list(pd.unique(s[s.duplicated()].to_numpy()))
-
-
-def read_counts_with_samples(counts_path, samples_path, sample_column: str | None = None):
-    """Read a genes × samples counts table (GEO layout) and its sample sheet, refusing ambiguous matches.
-
-    ``sample_column`` names the sheet's column holding the counts-table column names.  ``None`` means
-    ``"sample"``, and when the sheet has no such column its rows are matched to the counts columns by
-    position (only when the numbers agree; a UserWarning says so).  A column named explicitly must exist.
-    Sample ids repeated in the sheet, or column names repeated in the counts table, are refused.  A sheet
-    may list a subset of the counts columns: the others are dropped, with a UserWarning naming a few.
-
-    Returns
-    -------
-    adata : anndata.AnnData
-        (n_sheet_samples, n_genes), the sheet as ``obs`` (indexed by sample id), gene ids as var_names.
-    info : dict
-        ``{"n_count_columns": int, "not_in_sheet": list of str, "matched_by": "name" or "position"}``, for
-        :func:`add_sample_sheet_step`.
-
-    Raises
-    ------
-    ValueError
-        Missing files, an explicit ``sample_column`` that is not in the sheet, repeated ids or column names,
-        sheet samples that are not counts columns, or (matching by position) row and column numbers that differ.
-    """
-    from .io import read_counts_table
-
-    counts_path, samples_path = Path(counts_path), Path(samples_path)
-    for p, what in ((counts_path, "counts file"), (samples_path, "sample sheet")):
-        if not p.is_file():
-            raise ValueError(f"{what} {p} does not exist")
-    # The header as written: pandas would rename a repeated column "S1" to "S1.1" and so hide it.
-    header = pd.read_csv(counts_path, sep=_sep_of(counts_path), header=None, nrows=1, dtype=str,
-                         keep_default_na=False).iloc[0].tolist()[1:]
-    columns = [str(c) for c in header]
-    repeated = _repeated(columns)
-    if repeated:
-        raise ValueError(f"{counts_path}: {len(repeated)} sample column name(s) appear more than once: "
-                         f"{repeated[:5]}; each sample needs one column")
-    sheet = pd.read_csv(samples_path, sep=_sep_of(samples_path))
-    explicit = sample_column is not None
-    sample_column = DEFAULT_SAMPLE_COLUMN if sample_column is None else sample_column
-    if sample_column in sheet.columns:
-        ids = sheet[sample_column].astype(str)
-        repeated = _repeated(ids)
-        if repeated:
-            n_rows = int(ids.isin(repeated).sum())
-            raise ValueError(f"{samples_path}: {len(repeated)} sample id(s) of column {sample_column!r} are on more "
-                             f"than one row ({n_rows} rows): {repeated[:5]}; each sample needs exactly one row")
-        listed = set(ids)
-        not_in_sheet = [c for c in columns if c not in listed]
-        matched_by = "name"
-    elif explicit:
-        raise ValueError(f"sample column {sample_column!r} is not a column of {samples_path} "
-                         f"(columns: {list(map(str, sheet.columns))})")
-    else:
-        # read_counts_table matches by position here, or refuses when the numbers differ
-        not_in_sheet = []
-        matched_by = "position"
-    adata = read_counts_table(counts_path, samples_path, sample_column)
-    if matched_by == "position":
-        warnings.warn(f"{samples_path} has no {sample_column!r} column: its {len(sheet)} rows are matched to the "
-                      f"columns of {counts_path} by position (row 1 = first sample column); name the column "
-                      "holding the sample ids with --sample-column / `sample_column` to match by name",
-                      UserWarning, stacklevel=2)
-    if not_in_sheet:
-        warnings.warn(f"{len(not_in_sheet)} of {len(columns)} sample column(s) of {counts_path} have no row in "
-                      f"{samples_path} and are left out: {not_in_sheet[:5]}", UserWarning, stacklevel=2)
-    info = {"n_count_columns": len(columns), "not_in_sheet": not_in_sheet, "matched_by": matched_by}
-    return adata, info
 
 
 def add_sample_sheet_step(adata_out, report: pd.DataFrame, info: dict) -> pd.DataFrame:
     """Put a first report row, ``in_sample_sheet``, for the counts columns that the sample sheet left out.
 
     ``report`` and ``adata_out`` are :func:`preprocess_counts`'s outputs on the AnnData that
-    :func:`read_counts_with_samples` returned with ``info``.  Returns the new report and updates
-    ``adata_out.uns["mssvae_preprocess"]["steps"]`` in place.
+    :func:`mssvae.io.read_counts_table` returned with ``info`` (``return_info=True``).  Returns the new
+    report and updates ``adata_out.uns["mssvae_preprocess"]["steps"]`` in place.
     """
     n_cols, dropped = int(info["n_count_columns"]), list(info["not_in_sheet"])
     n_genes = int(report["genes_before"].iloc[0])
