@@ -199,11 +199,12 @@ def read_counts_table(counts_path, samples_path, sample_column: str | None = Non
             raise ValueError(f"{samples_path}: {len(twice)} sample id(s) of column {sample_column!r} are on more "
                              f"than one row ({int(names.isin(twice).sum())} rows): {twice[:5]}; each sample needs "
                              "exactly one row")
-        missing = sorted(set(names) - set(columns))
+        listed = set(names)
+        missing = sorted(listed - set(columns))
         if missing:
             raise ValueError(f"{len(missing)} sample(s) of {samples_path} are not columns of {counts_path}: "
                              f"{missing[:5]}")
-        not_in_sheet = [c for c in columns if c not in set(names)]
+        not_in_sheet = [c for c in columns if c not in listed]
         if not_in_sheet:
             warnings.warn(f"{len(not_in_sheet)} of {len(columns)} sample column(s) of {counts_path} have no row in "
                           f"{samples_path} and are left out: {not_in_sheet[:5]}", UserWarning, stacklevel=2)
