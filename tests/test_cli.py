@@ -367,6 +367,17 @@ def test_preprocess_bad_input_is_a_one_line_error(tmp_path, extra, fragment):
     assert not (tmp_path / "prep.h5ad").exists()
 
 
+def test_preprocess_refuses_an_output_that_is_not_h5ad_and_a_sheet_beside_an_h5ad(tmp_path):
+    _counts_table(tmp_path)
+    res = run("preprocess", tmp_path / "counts.csv.gz", "--samples", tmp_path / "samples.csv", "--study-key",
+              "group", "-o", tmp_path / "prep.csv")
+    assert_clean_error(res, "must end in .h5ad")
+    assert not (tmp_path / "prep.csv").exists()
+    ad.AnnData(np.ones((4, 3), dtype=np.float32)).write_h5ad(tmp_path / "in.h5ad")
+    res = run("preprocess", tmp_path / "in.h5ad", "--samples", tmp_path / "samples.csv", "-o", tmp_path / "p.h5ad")
+    assert_clean_error(res, "--samples is for a")
+
+
 def test_enrich_finds_the_planted_modules_and_not_unrelated_terms(fitted_blocks, tmp_path):
     # The toy fit has shared modules on features 0-9 and 10-19 and study modules on 20-29 / 30-39.
     model = fitted_blocks

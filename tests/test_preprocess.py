@@ -134,6 +134,13 @@ def test_copy_true_leaves_input_untouched():
     assert "mssvae_preprocess" not in adata.uns
 
 
+def test_preprocessing_a_preprocessed_adata_again_warns():
+    # the second depth filter sums only the kept genes, so it can drop samples the first pass kept
+    out, _ = preprocess_counts(depth_gene_matrix(), "study", min_total_log=math.log(500), **NO_HVG)
+    with pytest.warns(UserWarning, match="already preprocessed"):
+        preprocess_counts(out, "study", min_total_log=math.log(500), **NO_HVG)
+
+
 def test_copy_false_subsets_in_place():
     adata = depth_gene_matrix()
     out, _ = preprocess_counts(adata, "study", min_total_log=math.log(500), min_gene_counts=10,

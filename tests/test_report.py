@@ -187,6 +187,17 @@ def test_literal_labels_no_significant_term_and_no_covariate_give_notes(fitted, 
     assert "as written by the enrichment" in section(text, "gene-sets")
 
 
+def test_gene_sets_of_another_fit_are_refused(fitted, enrichment_tables):
+    # written for another fit, they would put its enrichment under this fit's factor names
+    model, X, study, _ = fitted
+    other = enrichment_tables["gene_sets"].assign(weight=lambda t: t["weight"] * 1.1)
+    with pytest.raises(ValueError, match="not in this model's W: was it made from another fit"):
+        build_report(model, X, study, enrichment={"gene_sets": other, "results": enrichment_tables["results"]})
+    renamed = enrichment_tables["gene_sets"].assign(factor="shared_99")
+    with pytest.raises(ValueError, match="factor 'shared_99', which this model does not have"):
+        build_report(model, X, study, enrichment={"gene_sets": renamed})
+
+
 def test_api_rejects_bad_input_with_clear_errors(fitted, tmp_path):
     model, X, study, obs = fitted
     with pytest.raises(ValueError, match=r"\['nope'\] are not columns of `obs`"):

@@ -490,6 +490,13 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
         read_id_map,
     )
 
+    # The file is always HDF5: a name ending in .csv would be a file that no CSV reader opens.
+    if output.suffix != ".h5ad":
+        raise click.BadParameter(f"the file name must end in .h5ad (it is written as HDF5); got {output.name}",
+                                 param_hint="'--output'")
+    if input.suffix == ".h5ad" and samples is not None:
+        raise click.BadParameter("an .h5ad carries its own samples' annotations (obs); --samples is for a "
+                                 "genes x samples counts table", param_hint="'--samples'")
     report_path = output.with_name(output.stem + "_report.csv")
     for p in (output, report_path):
         if p.exists() and not overwrite:

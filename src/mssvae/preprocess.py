@@ -18,6 +18,7 @@ import importlib.metadata
 import math
 import numbers
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,13 @@ def preprocess_counts(adata, study_key: str, layer: str | None = None, min_total
         scanpy is not installed and step 4 has to run.
     """
     _check_params(min_total_log, min_gene_counts, min_cpm, min_cpm_fraction, n_top_genes, min_study_samples)
+    if UNS_KEY in getattr(adata, "uns", {}):
+        # Not refused (a stricter second pass can be meant), but the depth filter then sums only the
+        # kept genes, so it drops samples the first pass kept: say so rather than shrink the data unseen.
+        warnings.warn(f"`adata` was already preprocessed (it has uns[{UNS_KEY!r}]); preprocessing it again "
+                      "applies the depth filter to the kept genes' totals, which can drop samples the first "
+                      "pass kept. Preprocess the raw counts instead unless a second pass is meant.",
+                      UserWarning, stacklevel=2)
     study = _study_labels(adata, study_key)
     X = _counts_matrix(adata, layer)
 

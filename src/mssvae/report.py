@@ -241,6 +241,29 @@ def _enrichment_tables(enrichment, model=None, threshold: float = 0.5) -> dict[s
     return tables
 
 
+def _check_gene_sets_are_the_models(gene_sets: pd.DataFrame, model) -> None:
+    """Refuse gene sets written for another fit: the page would show its enrichment under this fit's
+    factor names without a sign.  Every listed weight must be an entry of the named factor's column
+    of W; genes are not compared, since ``mssvae enrich --id-map`` renames them."""
+    if not {"factor", "weight"} <= set(gene_sets.columns):
+        raise ValueError("the enrichment's gene_sets table needs columns factor and weight; "
+                         f"got {list(gene_sets.columns)}")
+    W = np.hstack([np.asarray(model.W_shared_)] + [np.asarray(model.W_specific_[s]) for s in model.studies_])
+    column = {name: j for j, name in enumerate(model.factor_names_)}
+    for factor, rows in gene_sets.groupby(gene_sets["factor"].astype(str), sort=False):
+        if factor not in column:
+            raise ValueError(f"the enrichment's gene sets name factor {factor!r}, which this model does not have "
+                             f"(its factors: {', '.join(model.factor_names_[:6])}, ...): were they made from "
+                             "another fit? Run `mssvae enrich` on this fit's model/ folder")
+        weights = pd.to_numeric(rows["weight"], errors="coerce").to_numpy(dtype=float)
+        col = W[:, column[factor]]
+        found = np.isclose(weights[:, None], col[None, :], rtol=1e-5, atol=1e-7).any(axis=1)
+        if not found.all():
+            raise ValueError(f"the enrichment's gene set of {factor} has {int((~found).sum())} of {len(found)} "
+                             "weights that are not in this model's W: was it made from another fit? Run "
+                             "`mssvae enrich` on this fit's model/ folder")
+
+
 def _as_labels(study, n: int) -> np.ndarray:
     """Study labels as strings, shape (n,); the model matches its studies by ``str`` too."""
     if study is None or isinstance(study, (str, bytes)):
@@ -285,6 +308,8 @@ def build_report(model, X, study, obs: pd.DataFrame | None = None, *, enrichment
             raise ValueError(f"`covariates` {missing} are not columns of `obs` (columns: {list(obs.columns)[:20]})")
     labels = _as_labels(study, n_samples)
     tables = _enrichment_tables(enrichment, model, threshold)
+    if tables is not None and "gene_sets" in tables:
+        _check_gene_sets_are_the_models(tables["gene_sets"], model)
 
     # A label such as "$\alpha" would be read as mathtext and abort the drawing: user text is literal.
     with matplotlib.rc_context({"text.parse_math": False}):
