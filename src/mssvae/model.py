@@ -727,6 +727,8 @@ class MSSVAE(BaseEstimator):
                 "noise": (s["noise_alpha"], lk.inverse_gamma_beta(variances, s["noise_alpha"])),
                 "noise_init": max(float(np.quantile(variances, 0.05)), 1e-6),
             }
+        # §2.4's "empirical mean and variance of the observed library sizes" read on the log scale,
+        # the scale of the LogNormal prior they parameterise (scVI's convention too).
         log_lib = np.log(np.maximum(X.sum(1), 1.0))
         # A floor on the variance keeps the KL finite when all library sizes are equal.
         return {"library": (float(log_lib.mean()), max(float(log_lib.var()), 1e-3)),
