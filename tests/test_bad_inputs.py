@@ -13,6 +13,7 @@ import re
 import warnings
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from scipy import sparse
 
 from mssvae import MSSVAE
-from mssvae.io import fit_anndata
+from mssvae.io import fit_anndata, write_anndata
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 FAST = dict(n_shared=2, n_specific=1, max_epochs=1, batch_size=16, hidden=(4, 4))
@@ -33,7 +34,7 @@ ARGUMENTS = (
     "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "kl_warmup",
     "kl_free", "lr_decay", "merge_dependent", "prune_masks",
     "dispersion_init", "dispersion_warmup", "min_anchors", "n_init", "device",
-    "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every",
+    "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every", "study_key",
 )
 # A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
 NAMES_ARGUMENT = re.compile(r"`(" + "|".join(ARGUMENTS) + r")(\[[^\]]*\]|=[^`]*)?`")
@@ -165,6 +166,8 @@ CASES = [
          "`study`: every study needs at least 2 samples; too few in [('b', 1)]"),
     case("study-only-one", lambda: fit(study=["a"] * 12), ValueError,
          "`study` has 1 distinct label(s); the multi-study model needs at least 2 studies"),
+    case("study-labelled-shared", lambda: fit(study=["a"] * 6 + ["shared"] * 6), ValueError,
+         "`study` has a study labelled 'shared', the name of the shared factors (shared_0, shared_1, ...)"),
     # ---- feature names
     case("feature_names-length", lambda: fit(feature_names=list("abcd")), ValueError,
          "`feature_names` must have 5 entries"),
@@ -298,14 +301,28 @@ CASES = [
     case("transform-unfitted", lambda: MSSVAE().transform(X, S), ValueError, "This MSSVAE is not fitted yet"),
     case("transform-columns-reordered", lambda: fitted_named().transform(pd.DataFrame(X, columns=list("zyxwv")), S),
          ValueError, "`X` has the fitted features as columns but in another order; pass `X[model.feature_names_in_]`"),
+    case("transform-columns-subset", lambda: fitted_named().transform(pd.DataFrame(X[:, :3], columns=list("vwx")), S),
+         ValueError, "`X` has 3 columns but the model was fitted on 5 features; missing e.g. ['y', 'z']"),
     case("transform-columns-other", lambda: fitted_named().transform(pd.DataFrame(X, columns=list("vwxyq")), S),
          ValueError, "`X` has columns the model was not fitted on: ['q']"),
+    case("transform-default-names-reordered",
+         lambda: fitted().transform(pd.DataFrame(X, columns=[f"feature_{j}" for j in (4, 3, 2, 1, 0)]), S),
+         ValueError, "`X` has the fitted features as columns but in another order"),
+    case("X-anndata", lambda: fit(ad.AnnData(X)), TypeError,
+         "`X` is an AnnData; use mssvae.fit_anndata(adata, study_key)"),
     case("study-series-other-index",
          lambda: fit(pd.DataFrame(X, index=[f"s{i}" for i in range(12)]), pd.Series(S)), ValueError,
          "`study` is a pandas Series whose index does not match X's index (e.g. [0, 1, 2] are not rows of X)"),
     # ---- AnnData
     case("adata-not-anndata", lambda: fit_anndata(X, study_key="group"), TypeError,
          "`adata` must be an AnnData; got ndarray"),
+    case("adata-genes-reordered",
+         lambda: write_anndata(fitted_named(), ad.AnnData(X[:, ::-1], obs=pd.DataFrame({"group": S}),
+                                                         var=pd.DataFrame(index=list("zyxwv"))), "group"),
+         ValueError, "`adata` has the fitted genes as var_names but in another order"),
+    case("adata-study-keys-collide",
+         lambda: fit_anndata(ad.AnnData(X, obs=pd.DataFrame({"group": ["B/C"] * 6 + ["B_C"] * 6})), "group", **FAST),
+         ValueError, "`study_key`: studies 'B/C' and 'B_C' would share the key 'B_C' in adata.varm and adata.uns"),
 ]
 
 
@@ -421,6 +438,8 @@ def extreme_fit(Xd, study, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # numpy overflow warnings count as failures
         warnings.filterwarnings("ignore", message=r".*carry information", category=RuntimeWarning)
+        # our own diagnostic, not an overflow: a 2-epoch fit of a few samples of 1e15 may well blow up
+        warnings.filterwarnings("ignore", message="Training blew up", category=RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)  # the constant-feature warning
         model = MSSVAE(**{**FAST, "max_epochs": 3, **kwargs}).fit(Xd, study)
     assert_finite_fit(model, Xd, study)

@@ -94,13 +94,35 @@ def test_fit_h5ad_counts_layer_and_odd_study_labels(tmp_path):
     assert params["lr"] is None and params["lr_W"] is None and params["prior_weight"] == "auto"
 
 
+def test_a_diverged_fit_writes_its_last_finite_state_before_the_error(csv_file, tmp_path, monkeypatch):
+    # the message says the last finite state is kept: on the command line that means on disk
+    monkeypatch.setattr(MSSVAE, "_fault_injection", staticmethod(lambda epoch, step: epoch == 2), raising=False)
+    out = tmp_path / "out"
+    res = run("fit", csv_file, "--epochs", 5, "-o", out, "--quiet")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "training failed: Training diverged in epoch 3 of 5" in res.output and f"written to {out}" in res.output
+    saved = MSSVAE.load(out / "model")
+    assert not saved.converged_ and len(saved.history_) == 2 and np.isfinite(saved.W_shared_).all()
+    assert not ad.read_h5ad(out / "result.h5ad").uns["mssvae"]["converged"]
+
+
+def test_file_names_keep_letters_of_any_script_and_stay_distinct():
+    from mssvae.cli import _safe_names
+
+    names = _safe_names(["Lüneburg", "東京", "B/C", "α-β", "a b", "a_b", "..", "shared"])
+    assert list(names.values()) == ["Lüneburg", "東京", "B_C", "α-β", "a_b", "a_b_2", "study", "shared_2"]
+
+
 def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     import mssvae.io
 
     seen = {}
 
-    def fake_fit(adata, study_key, layer=None, **kw):
-        seen.update(kw, study_key=study_key, layer=layer)
+    def fake_fit(adata, study_key, layer=None, model=None, **kw):
+        # the command builds the model: what it was given is what differs from MSSVAE's defaults
+        defaults = MSSVAE().get_params()
+        seen.update({k: v for k, v in model.get_params().items() if k != "verbose" and v != defaults[k]},
+                    verbose=model.verbose, study_key=study_key, layer=layer)
         raise ValueError("stop here")
 
     monkeypatch.setattr(mssvae.io, "fit_anndata", fake_fit)

@@ -183,13 +183,41 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_last_finite_parameters(blocks):
     reference = MSSVAE(max_epochs=2, prune_masks=False, **kw).fit(X, study)
     model = MSSVAE(max_epochs=5, **kw)
     model._fault_injection = lambda epoch, step: epoch == 2  # test hook: poison the loss at epoch 2
-    with pytest.raises(TrainingDivergedError, match="epoch 2"):
+    with pytest.raises(TrainingDivergedError, match=r"in epoch 3 of 5: .* after 2 completed epoch"):
         model.fit(X, study)
     assert not model.converged_ and len(model.history_) == 2
     assert np.isfinite(model.W_shared_).all()
     # the parameters are those at the end of epoch 1, i.e. of an uninterrupted 2-epoch fit (compared
     # on the module: the finished fit's report also merges and sets columns aside, a stopped one does not)
     assert np.allclose(model.module_.W.detach().numpy(), reference.module_.W.detach().numpy())
+
+
+def test_a_loss_that_blows_up_without_a_nan_is_a_warning(blocks):
+    # A learning rate of 10 sends the loss up by orders of magnitude and keeps it finite, so the NaN
+    # check alone passed it as a fit.
+    X, study, _, _ = blocks
+    kw = dict(n_shared=3, n_specific=1, batch_size=64, max_epochs=20, random_state=0, device="cpu")
+    with pytest.warns(RuntimeWarning, match="Training blew up"):
+        MSSVAE(lr=10.0, **kw).fit(X, study)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "Training blew up", RuntimeWarning)
+        MSSVAE(**kw).fit(X, study)
+
+
+def test_ctrl_c_in_the_mask_check_keeps_the_trained_masks(blocks, monkeypatch):
+    X, study, _, _ = blocks
+    kw = dict(n_shared=3, n_specific=1, batch_size=64, max_epochs=5, random_state=0, device="cpu",
+              merge_dependent=None)
+    unpruned = MSSVAE(prune_masks=False, **kw).fit(X, study)
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mssvae.model.map_prune", ctrl_c)
+    with pytest.warns(RuntimeWarning, match="Mask check interrupted"):
+        model = MSSVAE(**kw).fit(X, study)
+    assert not model.converged_ and model.pruned_entries_ == 0
+    assert np.array_equal(model.module_.W.detach().numpy(), unpruned.module_.W.detach().numpy())
 
 
 def test_nb_model_fits_counts_and_learns_dispersion(small_counts):
@@ -231,18 +259,18 @@ def test_anndata_keys_of_awkward_study_labels(blocks, tmp_path):
     from mssvae.io import fit_anndata
 
     X, study, _, _ = blocks
-    labels = np.where(study == "s0", "shared", "a/b")
+    labels = np.where(study == "s0", "c d", "a/b")   # (a study called "shared" is refused: study-labelled-shared)
     adata = ad.AnnData(X=X, obs=pd.DataFrame({"g": labels}, index=[f"c{i}" for i in range(len(X))]))
     fit_anndata(adata, "g", n_shared=2, n_specific=1, max_epochs=1, batch_size=64)
-    assert adata.varm["mssvae_W_shared"].shape == (40, 2)  # W^(S), not the study called "shared"
-    assert adata.varm["mssvae_W_study_shared"].shape == (40, 1) and "mssvae_W_a_b" in adata.varm
+    assert adata.varm["mssvae_W_shared"].shape == (40, 2)
+    assert adata.varm["mssvae_W_c d"].shape == (40, 1) and "mssvae_W_a_b" in adata.varm
     # and uns's study-keyed dicts round-trip through h5ad ("/" would have become a nested group)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)   # anndata's "forward slashes will be disallowed"
         adata.write_h5ad(tmp_path / "a.h5ad")
     uns = ad.read_h5ad(tmp_path / "a.h5ad").uns["mssvae"]
-    assert sorted(uns["active_specific"]) == sorted(uns["n_specific_active"]) == ["a_b", "study_shared"]
-    assert list(uns["studies"]) == ["a/b", "shared"]
+    assert sorted(uns["active_specific"]) == sorted(uns["n_specific_active"]) == ["a_b", "c d"]
+    assert list(uns["studies"]) == ["a/b", "c d"]
 
 
 def test_factor_kl_marks_the_factors_in_use(fitted_blocks):

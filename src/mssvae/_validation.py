@@ -40,6 +40,9 @@ def check_X(X, likelihood: str, name: str = "X") -> np.ndarray:
     """
     if sparse.issparse(X):
         return _check_sparse(X, likelihood, name)
+    if type(X).__name__ == "AnnData":   # not imported: anndata is only needed by io.py
+        raise TypeError(f"`{name}` is an AnnData; use mssvae.fit_anndata(adata, study_key) to fit and "
+                        f"write the results into it, or pass `adata.to_df()` (its genes as named columns)")
     if isinstance(X, pd.DataFrame):
         X = _dataframe_values(X, name)
     elif isinstance(X, (str, bytes, Mapping, Set)) or X is None:
@@ -276,12 +279,22 @@ def check_columns(X, feature_names: np.ndarray, name: str = "X") -> None:
 
     They are read by position, so a reordered or different table would be decoded against the
     wrong features without a sign (scikit-learn refuses it the same way).  A model fitted without
-    names (feature_0, …) takes any columns.
+    names (feature_0, …) takes any columns, except those default names in another order.
     """
-    if not isinstance(X, pd.DataFrame) or X.shape[1] != len(feature_names) \
-            or (feature_names == np.array([f"feature_{j}" for j in range(len(feature_names))])).all():
+    if not isinstance(X, pd.DataFrame):
         return
     cols = X.columns.astype(str).to_numpy()
+    default = (feature_names == np.array([f"feature_{j}" for j in range(len(feature_names))])).all()
+    if X.shape[1] != len(feature_names):
+        missing = [] if default else [str(f) for f in feature_names if f not in set(cols)][:5]
+        if missing:   # the count alone does not say which genes a subset dropped
+            raise ValueError(f"`{name}` has {X.shape[1]} columns but the model was fitted on {len(feature_names)} "
+                             f"features; missing e.g. {missing} (columns must be `model.feature_names_in_`)")
+        return
+    if default and set(cols) != set(feature_names):
+        # Fitted without names: any columns go, except the default names themselves in another
+        # order (what `mssvae simulate` writes), which would be read by position without a sign.
+        return
     if (cols == feature_names).all():
         return
     if set(cols) == set(feature_names):
@@ -295,6 +308,11 @@ def check_columns(X, feature_names: np.ndarray, name: str = "X") -> None:
 def check_studies_for_fit(study: np.ndarray, name: str = "study"):
     """Labels (sorted) and integer codes; at least 2 studies with at least 2 samples each."""
     labels, codes, counts = np.unique(study, return_inverse=True, return_counts=True)
+    if any(str(lab) == "shared" for lab in labels):
+        # A study's factors are named f"{study}_{k}", so a study "shared" would give names that are the
+        # shared factors' own, and every lookup by name (variance rows, merges, reports) would be ambiguous.
+        raise ValueError(f"`{name}` has a study labelled 'shared', the name of the shared factors "
+                         "(shared_0, shared_1, ...); rename that study")
     if len(labels) < 2:
         raise ValueError(
             f"`{name}` has {len(labels)} distinct label(s); the multi-study model needs at least 2 studies"

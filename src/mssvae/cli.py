@@ -31,8 +31,8 @@ def _one_line(err) -> str:
     return re.sub(r"\s+", " ", str(err)).strip() or type(err).__name__
 
 
-def _fail(err, prefix: str = "") -> click.ClickException:
-    return click.ClickException(f"{prefix}{_one_line(err)}")
+def _fail(err, prefix: str = "", suffix: str = "") -> click.ClickException:
+    return click.ClickException(f"{prefix}{_one_line(err)}{suffix}")
 
 
 class _IntPair(click.ParamType):
@@ -154,10 +154,11 @@ class _Floats(click.ParamType):
 
 
 def _safe_names(labels) -> dict:
-    """File-name-safe, distinct names for the study labels (never "shared")."""
+    """File-name-safe, distinct names for the study labels (never "shared").  Letters of any script
+    are kept ("Lüneburg", "東京"): only path separators, spaces and punctuation become "_"."""
     out, taken = {}, {"shared"}
     for lab in labels:
-        base = re.sub(r"[^A-Za-z0-9._-]+", "_", str(lab)).strip("._") or "study"
+        base = re.sub(r"[^\w.-]+", "_", str(lab)).strip("._") or "study"
         name, i = base, 2
         while name.lower() in taken:
             name, i = f"{base}_{i}", i + 1
@@ -392,7 +393,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     (samples × factors), history.csv, model/ (reload with MSSVAE.load), masks.png, training.png.
     """
     from .io import fit_anndata, read_input
-    from .plotting import plot_history, plot_masks
+    from .model import MSSVAE
     from .training import TrainingDivergedError
 
     _check_device(device)
@@ -417,14 +418,28 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")
     t0 = time.perf_counter()
     try:
-        if checkpoint_dir is not None:
-            kwargs.update(checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every)
-        model = fit_anndata(adata, study_key=study_key, layer=layer, verbose=not quiet, **kwargs)
+        model = MSSVAE(verbose=not quiet, **kwargs)
+        fit_anndata(adata, study_key=study_key, layer=layer, model=model, checkpoint_dir=checkpoint_dir,
+                    checkpoint_every=checkpoint_every)
     except TrainingDivergedError as err:
+        # fit_anndata wrote the last finite state into adata: keep it on disk, as the message promises.
+        if "X_mssvae" in adata.obsm:
+            _write_fit_outputs(model, adata, output_dir, input)
+            raise _fail(err, "training failed: ", f" It is written to {output_dir}/, marked not converged.") from None
         raise _fail(err, "training failed: ") from None
     except (ValueError, TypeError) as err:
         raise _fail(err, f"{input}: ") from None
     seconds = time.perf_counter() - t0
+
+    written = _write_fit_outputs(model, adata, output_dir, input)
+    for line in _fit_summary(model, seconds):
+        click.echo(line)
+    click.echo(f"wrote {output_dir}/: {', '.join(written)}")
+
+
+def _write_fit_outputs(model, adata, output_dir: Path, input: Path) -> list[str]:
+    """What `mssvae fit` writes (FIT_OUTPUTS), from the model and the AnnData fit_anndata filled."""
+    from .plotting import plot_history, plot_masks
 
     output_dir.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(output_dir / "result.h5ad")
@@ -434,11 +449,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
     _save_figure(plot_masks(model.W_shared_, model.W_specific_, feature_names=model.feature_names_in_,
                             title=f"Estimated |W| ({input.name})"), output_dir / "masks.png")
     _save_figure(plot_history(model.history_, title=f"Training ({input.name})"), output_dir / "training.png")
-    written += ["factors.csv", "masks.png", "training.png"]
-
-    for line in _fit_summary(model, seconds):
-        click.echo(line)
-    click.echo(f"wrote {output_dir}/: {', '.join(written)}")
+    return written + ["factors.csv", "masks.png", "training.png"]
 
 
 @main.command(short_help="Filter raw counts as in the paper's App. C.4 and keep the top genes.")

@@ -60,26 +60,71 @@ def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str 
       per-epoch loss history.
 
     A study's label in a key (``varm`` names, ``uns[key_added]["active_specific"]`` and
-    ``["n_specific_active"]``) has "/" written as "_", and "shared" as "study_shared": h5ad would
-    read "/" as a nested group.  ``uns[key_added]["studies"]`` keeps the labels as they are.
+    ``["n_specific_active"]``) has "/" written as "_": h5ad would read "/" as a nested group.
+    Labels that would then share a key ("B/C" and "B_C") are refused before the fit.
+    ``uns[key_added]["studies"]`` keeps the labels as they are.
 
     ``checkpoint_dir``/``checkpoint_every`` are passed to :meth:`MSSVAE.fit` (resumable training).
     Returns the fitted model.
     """
+    from .training import TrainingDivergedError
+
     model = model if model is not None else MSSVAE(**model_kwargs)
     X = _get_matrix(adata, layer)
     study = _get_study(adata, study_key)
-    model.fit(X, study, feature_names=np.asarray(adata.var_names), checkpoint_dir=checkpoint_dir,
-              checkpoint_every=checkpoint_every)
+    _check_study_keys(pd.unique(study.dropna()))   # before the fit, not after it
+    try:
+        model.fit(X, study, feature_names=np.asarray(adata.var_names), checkpoint_dir=checkpoint_dir,
+                  checkpoint_every=checkpoint_every)
+    except TrainingDivergedError:
+        # The model holds its last finite state: write it (marked not converged) so that a caller
+        # such as the command line can keep what the error message says is kept.
+        if hasattr(model, "W_shared_"):
+            write_anndata(model, adata, study_key, layer, key_added)
+        raise
     write_anndata(model, adata, study_key, layer, key_added)
     return model
 
 
+def _check_study_keys(studies) -> None:
+    """Refuse labels that would share one h5ad key ("B/C" and "B_C"): one study's W would overwrite
+    the other's in ``varm`` without a sign."""
+    seen: dict[str, object] = {}
+    for lab in studies:
+        key = _study_label(lab)
+        if key in seen and str(seen[key]) != str(lab):
+            raise ValueError(f"`study_key`: studies {str(seen[key])!r} and {str(lab)!r} would share the key {key!r} in "
+                             "adata.varm and adata.uns (h5ad cannot hold '/', so it is written as '_'); "
+                             "rename one of them")
+        seen[key] = lab
+
+
+def _check_genes(model: MSSVAE, adata) -> None:
+    """``adata``'s genes must be the fitted ones in the fitted order: they are read by position, so
+    another order would give wrong factors and misaligned rows of W in ``varm`` without a sign."""
+    names = np.asarray(adata.var_names.astype(str))
+    fitted = np.asarray(model.feature_names_in_).astype(str)
+    if len(names) != len(fitted) or (names == fitted).all():
+        return   # a different count is reported by transform
+    if set(names) == set(fitted):
+        raise ValueError("`adata` has the fitted genes as var_names but in another order; pass "
+                         "`adata[:, model.feature_names_in_]`")
+    if not (fitted == np.array([f"feature_{j}" for j in range(len(fitted))])).all():
+        unknown = [g for g in names if g not in set(fitted)][:5]
+        raise ValueError(f"`adata` has var_names the model was not fitted on: {unknown}; its genes must be "
+                         "`model.feature_names_in_`, in that order")
+
+
 def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None,
                   key_added: str = "mssvae") -> None:
-    """Write a fitted model's factors, masks and metadata into ``adata`` (see :func:`fit_anndata`)."""
+    """Write a fitted model's factors, masks and metadata into ``adata`` (see :func:`fit_anndata`).
+
+    ``adata``'s var_names must be the fitted genes in the fitted order (a model fitted without
+    names, ``feature_0`` …, takes any)."""
     X = _get_matrix(adata, layer)
     study = _get_study(adata, study_key)
+    _check_genes(model, adata)
+    _check_study_keys(model.studies_)
     adata.obsm[f"X_{key_added}"] = model.transform(X, study)
     adata.varm[f"{key_added}_W_shared"] = model.W_shared_
     adata.varm[f"{key_added}_pip_shared"] = model.inclusion_shared_

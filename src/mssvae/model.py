@@ -643,16 +643,24 @@ class MSSVAE(BaseEstimator):
         history = pd.DataFrame(result.history)
         prior_weight = float(history["prior_weight"].iloc[-1]) if len(history) else s["prior_weight"]
         self.lambda1_ = _last_lambda1(history, s)   # set here: `score` compares candidates with it
-        pruned = 0
-        if s["prune_masks"]:
-            drop = map_prune(module, Xt, st, s["schedule"].values[-1], self.lambda1_, prior_weight,
-                             chunk_size=self._feature_chunk(1024), threshold=SUPPORT_THRESHOLD,
-                             progress=bool(self.verbose))
-            with torch.no_grad():
-                module.W[drop] = 0.0
-            pruned = int(drop.sum())
+        pruned, converged = 0, result.converged
+        # After a Ctrl-C the user wants out: the check (minutes at tens of thousands of genes) is skipped,
+        # and a resume from the checkpoint runs it with the rest of the fit.
+        if s["prune_masks"] and converged:
+            try:
+                drop = map_prune(module, Xt, st, s["schedule"].values[-1], self.lambda1_, prior_weight,
+                                 chunk_size=self._feature_chunk(1024), threshold=SUPPORT_THRESHOLD,
+                                 progress=bool(self.verbose))
+            except KeyboardInterrupt:
+                converged = False
+                warnings.warn("Mask check interrupted: the masks are kept as trained (no entry dropped) and the "
+                              "fit is marked not converged.", RuntimeWarning, stacklevel=3)
+            else:
+                with torch.no_grad():
+                    module.W[drop] = 0.0
+                pruned = int(drop.sum())
         return {"module_": module, "history_": history, "prior_weight_": prior_weight,
-                "converged_": result.converged, "pruned_entries_": pruned, "kl_free_": kl_free,
+                "converged_": converged, "pruned_entries_": pruned, "kl_free_": kl_free,
                 "init_seed_": seed, "lambda1_": self.lambda1_, "score": -math.inf}
 
     def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int):

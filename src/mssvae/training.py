@@ -197,6 +197,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             noise = module.log_var if module.likelihood == "gaussian" else module.log_phi
             noise.fill_(noise.mean())
     last_good = [t.detach().clone() for t in module.state_dict().values()]
+    # The loss of the first step, at the initial parameters: the yardstick of the blow-up check.
+    first_loss = None if resume is None else resume[0].get("first_loss")
 
     def state(epoch: int) -> tuple[dict, dict]:
         tensors, meta = training_state(module, optim, sampler, generator, epoch, info_ema, prior_weight,
@@ -205,6 +207,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             tensors["row_info"] = row_info
         tensors["rng.features"] = feature_gen.get_state()
         tensors["lambda1"] = lambda1_t.detach().cpu()
+        if first_loss is not None:
+            tensors["first_loss"] = first_loss.detach().cpu()
         return tensors, meta
 
     def step(idx, features, lambda0: float, lambda1: float | None, kl_now: float, tie_noise: bool,
@@ -294,6 +298,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 else:
                     poison = cfg.fault_injection is not None and cfg.fault_injection(epoch, i)
                     step(batches[i], features, *key, poison=poison)
+                if first_loss is None:
+                    first_loss = sums[TERM_NAMES.index("loss")].clone()
             if world > 1:  # the history is the mean over ranks, the same on every rank
                 dist.all_reduce(sums)
                 sums /= world
@@ -310,9 +316,9 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
                 result.converged = False
                 result.stop_reason = f"diverged at epoch {epoch}"
                 err = TrainingDivergedError(
-                    f"Training diverged at epoch {epoch}: the loss became NaN or infinite. "
-                    f"The model keeps the parameters from the end of epoch {epoch - 1} "
-                    "(the last finite state). Try a smaller `lr`/`lr_W` or check the input scale."
+                    f"Training diverged in epoch {epoch + 1} of {cfg.max_epochs}: the loss became NaN or "
+                    f"infinite. The model keeps the parameters after {epoch} completed epoch(s) (the last "
+                    "finite state). Try a smaller `lr`/`lr_W` or check the input scale."
                 )
                 err.history = result.history
                 raise err
@@ -335,11 +341,13 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         result.converged = False
         result.stop_reason = f"interrupted after {len(result.history)} epochs"
         warnings.warn(
-            f"Training interrupted: the model keeps the parameters of the last completed epoch "
-            f"({len(result.history)}) and is marked not converged.",
+            f"Training interrupted: the model keeps the parameters after {len(result.history)} completed "
+            f"epoch(s) of {cfg.max_epochs} and is marked not converged; the mask check is skipped.",
             RuntimeWarning,
             stacklevel=2,
         )
+    if result.converged and result.history and first_loss is not None:
+        _check_no_blow_up(float(first_loss), result, cfg)
     if world > 1:
         # DDP broadcasts rank 0's buffers at the start of each forward, so the last step's batch-norm
         # update stayed on each rank; without this, scoring, the mask check and transform (which read
@@ -432,6 +440,27 @@ def training_state(module, optim, sampler, generator, epochs_done, info_ema, pri
     meta = dict(epochs_done=int(epochs_done), info_ema=info_ema, prior_weight=prior_weight,
                 history=history)
     return tensors, meta
+
+
+# A fit whose last epoch's loss is this many times above the first step's (in units of that loss, at
+# least 1) has blown up without a NaN: a learning rate of 10 took a §4.1 loss from 345 to 1.2e16.
+# Healthy fits end below their first step (§4.1 and §4.2 fits, 30-300 epochs: -0.66 to -0.02 in these
+# units), but a 2-epoch NB fit of 6 samples of up to 1e3 counts with batch 1 ended 102 units up
+# (found by the hypothesis test): the margin is four orders of magnitude (docs/bad_inputs.md).
+BLOW_UP_FACTOR = 1e4
+
+
+def _check_no_blow_up(first: float, result: TrainingResult, cfg: TrainingConfig) -> None:
+    last = result.history[-1]["loss"]
+    if last > first + BLOW_UP_FACTOR * max(abs(first), 1.0):
+        result.stop_reason = "blew up"
+        warnings.warn(
+            f"Training blew up: the loss of the last epoch ({last:.3g}) is far above that of the first "
+            f"step ({first:.3g}), so the fitted parameters are probably meaningless. Try a smaller "
+            f"`lr` ({cfg.lr:g}) / `lr_W` ({cfg.lr_W:g}) or check the input scale.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _restore(resume, module, optim, sampler, generator, result) -> tuple[int, float | None, float | None]:
