@@ -1,17 +1,25 @@
 """Plotting API and cosmetics: ``ax=`` on the single-axes plots, the variance heat map's colour
-scale and labels, distinct colours for many studies."""
+scale and labels, distinct colours for many studies, legible study labels and titles with many studies."""
 
 import inspect
+import warnings
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import mssvae.plotting as plotting
-from mssvae.plotting import plot_enrichment_dots, plot_factor_scores, plot_variance_explained
+from mssvae.plotting import (
+    plot_enrichment_dots,
+    plot_factor_scores,
+    plot_masks,
+    plot_masks_comparison,
+    plot_variance_explained,
+)
 
 matplotlib.use("Agg")
 
@@ -154,3 +162,168 @@ def test_twenty_studies_distinct_and_few_studies_unchanged():
     assert [c[:3] for c in colours] == [tuple(np.round(to_rgba(f"C{i}")[:3], 6)) for i in range(3)]
     Z, study = _scores(25, per=2)
     assert len(set(_colours_by_study(plot_factor_scores(Z, study, ["f0"])))) == 25
+
+
+# ---------------------------------------------------------------------------------------------- many studies
+
+# 24 studies named alike, as a user's multi-cohort data: the same prefix, or the same suffix
+BATCHES = [f"{t}/Batch {b}" for t in ["breast", "NSCLC", "colorectal", "melanoma", "ovarian", "prostate"]
+           for b in range(1, 5)]
+TWELVE = ["CRC (n=40)", "Lüneburg", "Study A", "Study B", "GSE12345", "TCGA-BRCA", "Batch 7", "Cohort 2019",
+          "Study C", "Study D", "x", "y"]
+
+
+def _study_masks(studies, G=100, empty=(), seed=0):
+    """A shared block of 3 active columns and 1 or 2 active columns per study (none for ``empty``)."""
+    rng = np.random.default_rng(seed)
+    Ws = rng.normal(0, 0.05, (G, 4))
+    Ws[:10, :3] = 2.0
+    Wm = {}
+    for i, s in enumerate(studies):
+        W = rng.normal(0, 0.05, (G, 2))
+        if s not in empty:
+            W[rng.choice(G, 8, replace=False), : 1 + i % 2] = 2.0
+        Wm[s] = W
+    return Ws, Wm
+
+
+def _drawn(fig):
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _boxes(texts, renderer):
+    return [t.get_window_extent(renderer) for t in texts if t.get_text()]
+
+
+def _assert_legible(fig, texts, renderer):
+    """The texts' boxes are pairwise apart and inside the figure."""
+    boxes = _boxes(texts, renderer)
+    assert boxes
+    for i, a in enumerate(boxes):
+        for j in range(i + 1, len(boxes)):
+            assert not a.overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
+    _assert_inside(fig, boxes)
+
+
+def _assert_inside(fig, boxes):
+    W, H = fig.bbox.width, fig.bbox.height
+    for b in boxes:
+        assert b.x0 >= -0.5 and b.x1 <= W + 0.5 and b.y0 >= -0.5 and b.y1 <= H + 0.5, (b, W, H)
+
+
+def test_plot_masks_24_similar_studies_labels_apart_and_title_inside():
+    Ws, Wm = _study_masks(BATCHES, empty=BATCHES[::3])  # 8 studies without an active column
+    fig = plot_masks(Ws, Wm)
+    r = _drawn(fig)
+    ax = fig.axes[0]
+    ticks = ax.get_xticklabels()
+    _assert_legible(fig, ticks, r)
+    _assert_inside(fig, [ax.title.get_window_extent(r)])
+    shown = [s for s in BATCHES if s not in BATCHES[::3]]
+    assert [t.get_text().replace("\n", " ") for t in ticks] == (
+        ["shared (3)"] + [f"{s} ({1 + BATCHES.index(s) % 2})" for s in shown])  # whole names, told apart
+    title = ax.get_title()
+    assert all(s in title.replace("\n", " ") for s in BATCHES[::3])  # every empty study still named
+
+
+def test_plot_masks_twelve_studies_with_odd_names():
+    # "CRC (n=40)" sat on top of "Lüneburg"; a CJK name renders as boxes (a font matter) but must not fail
+    names = TWELVE[:-1] + ["東京"]
+    Ws, Wm = _study_masks(names, empty=["x"])
+    fig = plot_masks(Ws, Wm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Glyph ... missing from font(s)"
+        r = _drawn(fig)
+        ax = fig.axes[0]
+        _assert_legible(fig, ax.get_xticklabels(), r)
+        _assert_inside(fig, [ax.title.get_window_extent(r)])
+    assert "東京 (2)" in [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_plot_masks_long_similar_names_cut_apart_and_long_notes_wrapped():
+    names = [f"GSE123456_breast_cancer_cohort_batch_{m:02d}" for m in range(24)]
+    Ws, Wm = _study_masks(names, empty=names[:12])
+    fig = plot_masks(Ws, Wm, title="Estimated |W| of a fit with a rather long input file name results_final.h5ad")
+    r = _drawn(fig)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(set(labels)) == len(labels) == 13
+    assert all(len(t) <= len("x" * 30 + " (2)") for t in labels)
+    _assert_legible(fig, ax.get_xticklabels(), r)
+    _assert_inside(fig, [ax.title.get_window_extent(r)])
+    # every study without an active column: a short list, then how many more
+    Ws, Wm = _study_masks(BATCHES, empty=BATCHES)
+    fig = plot_masks(Ws, Wm)
+    r = _drawn(fig)
+    title = fig.axes[0].get_title()
+    assert "breast/Batch 1" in title and "more)" in title and title.count("\n") <= 3
+    _assert_inside(fig, [fig.axes[0].title.get_window_extent(r)])
+
+
+def test_plot_masks_few_short_studies_keep_their_look():
+    Ws, Wm = _study_masks(["a", "b", "c", "d", "e", "f"], G=30)
+    Wm = {k: v[:, :1] * 2 for k, v in Wm.items()}  # one wide-enough column each
+    fig = plot_masks(Ws, Wm)
+    ticks = fig.axes[0].get_xticklabels()
+    assert [t.get_text() for t in ticks][:2] == ["shared\n(3)", "a\n(1)"]
+    assert {t.get_rotation() for t in ticks} == {0.0} and {t.get_fontsize() for t in ticks} == {8.0}
+    assert fig.get_figheight() == 5.0
+    _assert_legible(fig, ticks, _drawn(fig))
+
+
+def test_plot_masks_comparison_24_studies_labels_apart():
+    Ws, Wm = _study_masks(BATCHES, G=60)
+    fig = plot_masks_comparison(Ws, Wm, Ws, Wm)
+    r = _drawn(fig)
+    for ax in fig.axes[:2]:
+        _assert_legible(fig, ax.get_xticklabels(), r)
+
+
+def test_plot_factor_scores_24_studies_distinct_ticks_apart():
+    rng = np.random.default_rng(0)
+    study = rng.choice(BATCHES, 280)
+    fig = plot_factor_scores(rng.normal(size=(280, 2)), study, ["shared_0", "breast/Batch 3_0"])
+    r = _drawn(fig)
+    for ax in [ax for ax in fig.axes if ax.get_title()]:
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert len(labels) == 24 and len(set(labels)) == 24
+        assert labels == sorted(BATCHES)  # short enough to be shown whole
+        _assert_legible(fig, ax.get_xticklabels(), r)
+    _assert_inside(fig, [fig._suptitle.get_window_extent(r)])
+
+
+def test_plot_factor_scores_cut_labels_stay_distinct():
+    # few studies: still slanted and cut to 12 characters, but in the middle
+    names = [f"GSE123456_breast_cancer_batch_{m}" for m in range(6)]
+    rng = np.random.default_rng(1)
+    fig = plot_factor_scores(rng.normal(size=(60, 1)), np.repeat(names, 10), ["f0"])
+    (ax,) = [ax for ax in fig.axes if ax.get_title()]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(set(labels)) == 6 and all(len(t) <= 12 for t in labels)
+    assert {t.get_rotation() for t in ax.get_xticklabels()} == {45.0}
+    # many studies differing only in the middle: numbered, still distinct
+    names = [f"the_consortium_cohort_{m:02d}_of_the_consortium_study" for m in range(30)]
+    fig = plot_factor_scores(rng.normal(size=(60, 1)), np.repeat(names, 2), ["f0"])
+    (ax,) = [ax for ax in fig.axes if ax.get_title()]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(set(labels)) == 30 and all(len(t) <= 20 for t in labels) and labels[0].startswith("1: ")
+    _assert_legible(fig, ax.get_xticklabels(), _drawn(fig))
+
+
+def test_distinct_labels_keep_both_ends_then_number():
+    assert plotting._distinct_labels(["a", "bb"], 12) == ["a", "bb"]
+    cut = plotting._distinct_labels(["breast/Batch 10", "breast/Batch 11", "NSCLC/Batch 10"], 12)
+    assert len(set(cut)) == 3 and all(len(t) <= 12 and "…" in t for t in cut)
+    same_ends = [f"{'a' * 12}{m}{'a' * 12}" for m in range(3)]  # no 11 characters from the ends tell them apart
+    numbered = plotting._distinct_labels(same_ends, 12)
+    assert len(set(numbered)) == 3 and numbered[0].startswith("1: ")
+
+
+def test_variance_study_labels_cut_apart():
+    names = [f"GSE123456_breast_cancer_cohort_batch_{m:02d}" for m in range(8)]
+    ve = pd.DataFrame(np.full((2, 8), 0.2), columns=names, index=["shared_0", "total"])
+    heat, _ = _heat_maps(plot_variance_explained(ve))
+    labels = [t.get_text() for t in heat.get_xticklabels()]
+    assert len(set(labels)) == 8 and all(len(t) <= 20 for t in labels)

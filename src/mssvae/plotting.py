@@ -14,6 +14,8 @@ with ``fig.savefig(path)``.
 
 from __future__ import annotations
 
+import textwrap
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -108,6 +110,76 @@ def _study_colours(studies: Sequence[str]) -> dict:
     return dict(zip(studies, colours))
 
 
+def _text_width(text: str, fontsize: float) -> float:
+    """Rough width in inches of one line of ``text``.
+
+    An estimate from the characters, not a measurement: the layout is decided before anything is
+    drawn (and a figure without a canvas has no renderer).  DejaVu Sans averages about 0.55 em per
+    character; capitals and digits run wider and CJK glyphs take a full em, so this errs wide.
+    """
+    ems = 0.0
+    for ch in str(text):
+        if unicodedata.east_asian_width(ch) in ("W", "F"):
+            ems += 1.0
+        elif ch.isupper() or ch.isdigit():
+            ems += 0.7
+        else:
+            ems += 0.58
+    return ems * fontsize / 72.0
+
+
+def _line_height(fontsize: float) -> float:
+    """Height in inches of one line of text (its box; the glyphs' full height plus descent)."""
+    return 1.15 * fontsize / 72.0
+
+
+def _cut_middle(text: str, width: int, tail: int) -> str:
+    return text if len(text) <= width else text[: width - 1 - tail] + "…" + text[len(text) - tail:]
+
+
+def _distinct_labels(labels, width: int) -> list[str]:
+    """``labels`` cut to at most ``width`` characters, still telling them apart.
+
+    Study names often differ only at the end ("breast/Batch 1", "breast/Batch 2") or only at the
+    start ("NSCLC/Batch 1", "breast/Batch 1"), so cutting the end (:func:`_shorten`) can give many
+    studies the same label.  Cut in the middle instead, keeping both ends; if labels still
+    coincide, keep more of the end; failing that, number them ("3: breas…").
+    """
+    labels = [str(s) for s in labels]
+    width = max(int(width), 4)
+    n_distinct = len(set(labels))
+    keep = width - 1
+    for tail in [keep // 2, *range(keep // 2 + 1, keep), *range(keep // 2 - 1, 0, -1)]:
+        out = [_cut_middle(s, width, tail) for s in labels]
+        if len(set(out)) == n_distinct:
+            return out
+    digits = len(str(len(labels)))
+    rest = max(width - digits - 2, 4)
+    return [s if len(s) <= width else f"{i + 1}: {_cut_middle(s, rest, (rest - 1) // 2)}"
+            for i, s in enumerate(labels)]
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` wrapped to lines at most ``width_in`` inches wide (its own line breaks kept), so a
+    long title wraps instead of running off both edges of the figure."""
+    chars = max(10, int(width_in * 72.0 / (0.62 * fontsize)))  # a little wider than the average character
+    lines = []
+    for line in str(text).split("\n"):
+        lines += textwrap.wrap(line, chars, break_on_hyphens=False) or [""]
+    return "\n".join(lines)
+
+
+def _listing(head: str, names: Sequence[str], width_in: float, fontsize: float, max_lines: int = 3) -> str:
+    """"(head: a, b, c)" wrapped to ``width_in``; when it would take more than ``max_lines`` lines,
+    only the first names and how many more ("..., and 12 more")."""
+    for n in range(len(names), 0, -1):
+        more = f", and {len(names) - n} more" if n < len(names) else ""
+        text = _wrap(f"({head}: {', '.join(names[:n])}{more})", width_in, fontsize)
+        if text.count("\n") < max_lines:
+            return text
+    return _wrap(f"({head}: {len(names)})", width_in, fontsize)
+
+
 def _blocks(W_shared, W_specific) -> list[tuple[str, np.ndarray]]:
     """[("shared", W^(S)), (study, W^(m)), ...] with shape checks; a sequence of W^(m) is labelled
     study1, study2, ...; W_shared=None means no shared block."""
@@ -176,7 +248,11 @@ def plot_masks(W_shared, W_specific, threshold: float = 0.5, drop_empty: bool = 
     """Heatmap of |W| in the layout of the paper's Fig. 2(b)/(c).
 
     Features are rows (top to bottom); the columns are ``[W^(S) | W^(1) | W^(2) | ...]``, each block
-    labelled underneath ("shared (K)", "<study> (K)") and separated by vertical lines.
+    labelled underneath ("shared (K)", "<study> (K)") and separated by vertical lines.  When the
+    labels would not fit side by side (many studies, narrow blocks, long names) they stand upright,
+    in a smaller font if the columns are very narrow, and a new figure grows taller to hold them;
+    names longer than 30 characters are cut in the middle, so similar names stay apart.  A long
+    title, and the note listing the studies without an active column, are wrapped to the figure.
 
     Parameters
     ----------
@@ -218,13 +294,47 @@ def plot_masks(W_shared, W_specific, threshold: float = 0.5, drop_empty: bool = 
         kept.append(W)
         names.append(lab)
     M = np.concatenate(kept, axis=1)
-    G = M.shape[0]
+    G, n_cols = M.shape
+    widths = [W.shape[1] for W in kept]
+    edges = np.concatenate([[0], np.cumsum(widths)])
+    short = dict(zip(names, _distinct_labels(names, 30)))
+    shown = [(short[lab], lo, hi) for lab, lo, hi in zip(names, edges[:-1], edges[1:]) if hi > lo]
+    empty = [short[lab] for lab, lo, hi in zip(names, edges[:-1], edges[1:]) if hi == lo]
+    ticks = [(lo + hi - 1) / 2.0 for _, lo, hi in shown]
 
+    # The layout is chosen before drawing, from the room per column (inches): the axes' width
+    # less the colour bar, estimated from the figure size we pick or from the given axes.
     if ax is None:
-        fig = _new_figure((max(4.0, 1.2 + 0.22 * M.shape[1] + (1.0 if colorbar else 0.0)), 5.0))
-        ax = fig.add_subplot()
+        fig_width = max(4.0, 1.2 + 0.22 * n_cols + (1.0 if colorbar else 0.0))
+        left = 0.55   # feature axis label and tick labels; wider with feature names
+        if feature_names is not None and len(feature_names) == G and 0 < G <= 60:
+            left += max(_text_width(str(f), 6) for f in feature_names)
+        axes_in = max(fig_width - left - (0.95 if colorbar else 0.05), 0.5)
+        centre = left + axes_in / 2.0
     else:
         fig = ax.figure
+        fig_width = fig.get_figwidth()
+        pos = ax.get_position()
+        axes_in = pos.width * fig_width * (0.85 if colorbar else 1.0)
+        centre = pos.x0 * fig_width + axes_in / 2.0
+    pitch = axes_in / max(n_cols, 1)
+    gaps = np.diff(ticks) * pitch   # inches between neighbouring block labels' centres
+    fontsize, rotation = 8.0, 0
+    labels = [f"{lab}\n({hi - lo})" for lab, lo, hi in shown]
+    half = [max(_text_width(line, fontsize) for line in text.split("\n")) / 2.0 for text in labels]
+    if any(g < a + b + 0.06 for g, a, b in zip(gaps, half[:-1], half[1:])):
+        # Side by side they would overlap (many or narrow blocks, long names): stand them upright on
+        # one line, where each needs only a line's height, and shrink the font if even that is too much.
+        labels = [f"{lab} ({hi - lo})" for lab, lo, hi in shown]
+        rotation = 90
+        fontsize = float(np.clip((gaps.min() - 0.03) / _line_height(1.0), 5.0, 8.0))
+    extra = 0.0
+    if rotation and labels:
+        extra = max(0.0, max(_text_width(t, fontsize) for t in labels) - 2 * _line_height(8.0))
+
+    if ax is None:
+        fig = _new_figure((fig_width, 5.0 + extra))  # taller by what the upright labels take
+        ax = fig.add_subplot()
     top = vmax if vmax is not None else (float(M.max()) if M.size else 1.0)
     if M.shape[1] == 0:
         ax.set_xlim(-0.5, 0.5)
@@ -234,27 +344,21 @@ def plot_masks(W_shared, W_specific, threshold: float = 0.5, drop_empty: bool = 
     else:
         im = ax.imshow(M, aspect="auto", cmap=cmap, vmin=0.0, vmax=max(top, 1e-12), interpolation="nearest")
 
-    widths = [W.shape[1] for W in kept]
-    edges = np.concatenate([[0], np.cumsum(widths)])
     for e in edges[1:-1]:
         ax.axvline(e - 0.5, color="black", linewidth=1.2)
-    ticks, labels, empty = [], [], []
-    for lab, lo, hi in zip(names, edges[:-1], edges[1:]):
-        if hi > lo:
-            ticks.append((lo + hi - 1) / 2.0)
-            labels.append(f"{lab}\n({hi - lo})")
-        else:
-            empty.append(lab)
     ax.set_xticks(ticks)
-    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xticklabels(labels, fontsize=fontsize, rotation=rotation)
     ax.tick_params(axis="x", length=0)
     ax.set_ylabel("feature")
     if feature_names is not None and len(feature_names) == G and G <= 60:
         ax.set_yticks(np.arange(G))
         ax.set_yticklabels([str(f) for f in feature_names], fontsize=6)
-    full_title = title if title is not None else "|W|"
+    # The title is centred over the axes: lines wider than twice the distance to the nearer edge of
+    # the figure run off it, so wrap to that (a long list of empty studies is cut to "and N more").
+    title_in = max(1.0, 2.0 * min(centre, fig_width - centre) - 0.2)
+    full_title = _wrap(title if title is not None else "|W|", title_in, 10)
     if empty:
-        full_title += f"\n(no active column: {', '.join(empty)})"
+        full_title += "\n" + _listing("no active column", empty, title_in, 10)
     ax.set_title(full_title, fontsize=10)
     if colorbar and im is not None:
         fig.colorbar(im, ax=ax, label="|W|", shrink=0.8)
@@ -304,6 +408,12 @@ def plot_masks_comparison(true_shared, true_specific, est_shared, est_specific, 
     plot_masks(est_shared, est_specific, threshold=threshold, drop_empty=drop_empty, title=titles[1],
                ax=ax_est, feature_names=feature_names, column_order=order)
     ax_est.set_ylabel("")
+    # Block labels stood upright (many studies) hang below the axes: make room for them rather
+    # than squeezing the heat maps.
+    upright = [t for a in (ax_true, ax_est) for t in a.get_xticklabels() if t.get_rotation() and t.get_text()]
+    if upright:
+        longest = max(_text_width(t.get_text(), t.get_fontsize()) for t in upright)
+        fig.set_figheight(5.0 + max(0.0, longest - 2 * _line_height(8.0)))
     return fig
 
 
@@ -550,9 +660,9 @@ def plot_variance_explained(table, threshold: float = 0.01, annotate: bool = Tru
         # vmin=0: values below 0 take the lowest colour (the colour map's default "under" colour)
         im = ax.imshow(P, aspect="auto", cmap=colour_map, vmin=0.0, vmax=top, interpolation="nearest")
         ax.set_yticks(np.arange(P.shape[0]))
-        ax.set_yticklabels([_shorten(i, 30) for i in frame.index], fontsize=8)
+        ax.set_yticklabels(_distinct_labels(frame.index, 30), fontsize=8)
         ax.set_xticks(np.arange(P.shape[1]))
-        ax.set_xticklabels([_shorten(s, 20) for s in studies], fontsize=8, rotation=30, ha="right")
+        ax.set_xticklabels(_distinct_labels(studies, 20), fontsize=8, rotation=30, ha="right")
         labels = {(r, c): _percent_label(v) for (r, c), v in np.ndenumerate(F) if np.isfinite(v)}
         if annotate:
             for (r, c), text in labels.items():
@@ -586,7 +696,10 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
     study : array, shape (N,)
         Study label of each sample; studies are drawn in sorted order, each in its own colour:
         ``C0``..``C9`` (tab10) for up to 10 studies, tab20 for 11 to 20 (the tab10 hues, then
-        their light versions), evenly spaced ``turbo`` colours beyond.
+        their light versions), evenly spaced ``turbo`` colours beyond.  Up to 10 studies the
+        tick labels are slanted and cut to 12 characters; with more they stand upright, cut to
+        20, and the panels widen with the number of studies.  Names are cut in the middle, so
+        studies named alike ("breast/Batch 1", "breast/Batch 2") keep distinct labels.
     factor_names : sequence of str, length K
         Names of the columns of ``Z`` (``model.factor_names_``).
     owner : bool array, shape (N, K), optional
@@ -623,12 +736,20 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
     default = np.flatnonzero(((Z != 0) & own).any(axis=0))
     idx, cut = _pick_factors(factors, names, default, max_factors)
     studies = sorted(set(labels))
-    fig = _new_figure((2.6 * max(1, min(ncols, len(idx))) + 0.4,
-                       0.6 + 2.3 * max(1, int(np.ceil(len(idx) / max(1, ncols))))))
+    n = len(studies)
+    # A 2.6-inch panel holds about ten studies' labels at 45°; with more, stand them upright (each
+    # then needs a line's height) and widen the panels so each study keeps that much room.
+    upright = n > 10
+    ticks = _distinct_labels(studies, 20 if upright else 12)
+    panel = max(2.6, 0.7 + 1.3 * _line_height(7) * n) if upright else 2.6
+    extra = max(0.0, max(_text_width(t, 7) for t in ticks) - 0.8) if upright else 0.0
+    fig = _new_figure((panel * max(1, min(ncols, len(idx))) + 0.4,
+                       0.6 + (2.3 + extra) * max(1, int(np.ceil(len(idx) / max(1, ncols))))))
     if not idx:
         return _no_data(fig, "no factor to draw")
     rng = np.random.default_rng(seed)
     colours = _study_colours(studies)
+    panel_titles = dict(zip(idx, _distinct_labels([names[k] for k in idx], 30)))
     for ax, k in zip(_grid(fig, len(idx), ncols), idx):
         data, pos = [], []
         for j, s in enumerate(studies):
@@ -645,15 +766,15 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
             ax.boxplot(data, positions=pos, widths=0.6, showfliers=False, medianprops={"color": "black"})
         ax.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
         ax.set_xticks(np.arange(len(studies)))
-        ax.set_xticklabels([_shorten(s, 12) for s in studies], fontsize=7, rotation=45 if len(studies) > 3 else 0,
-                           ha="right" if len(studies) > 3 else "center")
-        ax.set_xlim(-0.6, len(studies) - 0.4)
+        ax.set_xticklabels(ticks, fontsize=7, rotation=90 if upright else 45 if n > 3 else 0,
+                           ha="right" if 3 < n <= 10 else "center")
+        ax.set_xlim(-0.6, n - 0.4)
         ax.tick_params(axis="y", labelsize=7)
-        ax.set_title(_shorten(names[k], 30), fontsize=9)
+        ax.set_title(panel_titles[k], fontsize=9)
     head = title if title is not None else "Factor scores by study"
     if cut:
         head += f" (first {len(idx)} factors; {cut} more not shown)"
-    fig.suptitle(head, fontsize=10)
+    fig.suptitle(_wrap(head, fig.get_figwidth() - 0.4, 10), fontsize=10)
     return fig
 
 
@@ -701,6 +822,7 @@ def plot_top_genes(W, feature_names, factor_names, n: int = 10, factors=None, th
                        0.6 + (0.45 + 0.17 * n) * max(1, int(np.ceil(len(idx) / max(1, ncols))))))
     if not idx:
         return _no_data(fig, f"no factor with |W| > {threshold:g}")
+    panel_titles = dict(zip(idx, _distinct_labels([names[k] for k in idx], 24)))
     for ax, k in zip(_grid(fig, len(idx), ncols), idx):
         w = W[:, k]
         top = np.argsort(-np.abs(w), kind="stable")[:n]
@@ -716,7 +838,7 @@ def plot_top_genes(W, feature_names, factor_names, n: int = 10, factors=None, th
         ax.set_yticklabels([_shorten(genes[g], 16) for g in top], fontsize=7)
         ax.set_ylim(len(top) - 0.5, -0.5)
         ax.tick_params(axis="x", labelsize=7)
-        ax.set_title(f"{_shorten(names[k], 24)} ({int((np.abs(w) > threshold).sum())} genes)", fontsize=9)
+        ax.set_title(f"{panel_titles[k]} ({int((np.abs(w) > threshold).sum())} genes)", fontsize=9)
     head = title if title is not None else f"Top {n} genes per factor by |W| (pale: |W| ≤ {threshold:g})"
     if cut:
         head += f"; first {len(idx)} factors, {cut} more not shown"
