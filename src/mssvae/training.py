@@ -342,7 +342,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
         result.stop_reason = f"interrupted after {len(result.history)} epochs"
         warnings.warn(
             f"Training interrupted: the model keeps the parameters after {len(result.history)} completed "
-            f"epoch(s) of {cfg.max_epochs} and is marked not converged; the mask check is skipped.",
+            f"epoch(s) of {cfg.max_epochs} and is marked not converged; the mask check (prune_masks) is skipped.",
             RuntimeWarning,
             stacklevel=2,
         )
