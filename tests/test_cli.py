@@ -106,6 +106,13 @@ def test_a_diverged_fit_writes_its_last_finite_state_before_the_error(csv_file, 
     assert not ad.read_h5ad(out / "result.h5ad").uns["mssvae"]["converged"]
 
 
+def test_a_fit_that_diverges_in_its_first_epoch_writes_nothing_and_fails_cleanly(csv_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(MSSVAE, "_fault_injection", staticmethod(lambda epoch, step: epoch == 0), raising=False)
+    res = run("fit", csv_file, "--epochs", 5, "-o", tmp_path / "out", "--quiet")
+    assert_clean_error(res, "training failed: Training diverged in epoch 1 of 5")
+    assert "written to" not in res.output and not (tmp_path / "out").exists()
+
+
 def test_file_names_keep_letters_of_any_script_and_stay_distinct():
     from mssvae.cli import _safe_names
 

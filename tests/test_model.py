@@ -198,7 +198,8 @@ def test_a_loss_that_blows_up_without_a_nan_is_a_warning(blocks):
     X, study, _, _ = blocks
     kw = dict(n_shared=3, n_specific=1, batch_size=64, max_epochs=20, random_state=0, device="cpu")
     with pytest.warns(RuntimeWarning, match="Training blew up"):
-        MSSVAE(lr=10.0, **kw).fit(X, study)
+        blown = MSSVAE(lr=10.0, **kw).fit(X, study)
+    assert not blown.converged_   # recorded, so it reaches uns["mssvae"] and the saved model
     with warnings.catch_warnings():
         warnings.filterwarnings("error", "Training blew up", RuntimeWarning)
         MSSVAE(**kw).fit(X, study)

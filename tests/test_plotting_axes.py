@@ -327,3 +327,14 @@ def test_variance_study_labels_cut_apart():
     heat, _ = _heat_maps(plot_variance_explained(ve))
     labels = [t.get_text() for t in heat.get_xticklabels()]
     assert len(set(labels)) == 8 and all(len(t) <= 20 for t in labels)
+
+
+def test_plot_masks_into_an_axes_of_a_subfigure():
+    # a SubFigure has no figure size of its own: the layout reads the root figure's
+    fig = Figure(figsize=(10, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.subfigures(1, 2)[0].subplots()
+    W = np.abs(np.random.default_rng(0).normal(0, 1, (20, 3))) * 2
+    plot_masks(W, {"a": W[:, :1]}, ax=ax)
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()][0].startswith("shared")

@@ -286,7 +286,8 @@ def check_columns(X, feature_names: np.ndarray, name: str = "X") -> None:
     cols = X.columns.astype(str).to_numpy()
     default = (feature_names == np.array([f"feature_{j}" for j in range(len(feature_names))])).all()
     if X.shape[1] != len(feature_names):
-        missing = [] if default else [str(f) for f in feature_names if f not in set(cols)][:5]
+        present = set(cols)
+        missing = [] if default else [str(f) for f in feature_names if f not in present][:5]
         if missing:   # the count alone does not say which genes a subset dropped
             raise ValueError(f"`{name}` has {X.shape[1]} columns but the model was fitted on {len(feature_names)} "
                              f"features; missing e.g. {missing} (columns must be `model.feature_names_in_`)")

@@ -244,7 +244,8 @@ def _fit_summary(model, seconds: float) -> list[str]:
                      f"Eq. 2.4 bound per sample ({each})")
     lines.append(f"fit: {len(model.history_)} epochs in {seconds:.1f} s on {model.device_}")
     if not model.converged_:
-        lines.append("warning: training did not run to the end (interrupted); the model is marked not converged")
+        lines.append("warning: the model is marked not converged (training or the mask check was interrupted, "
+                     "or the loss blew up: see the warning above)")
     return lines
 
 
@@ -423,7 +424,8 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                     checkpoint_every=checkpoint_every)
     except TrainingDivergedError as err:
         # fit_anndata wrote the last finite state into adata: keep it on disk, as the message promises.
-        if "X_mssvae" in adata.obsm:
+        # (None when no epoch finished: there is only the untrained initialisation, which is not kept.)
+        if len(getattr(model, "history_", ())) > 0:
             _write_fit_outputs(model, adata, output_dir, input)
             raise _fail(err, "training failed: ", f" It is written to {output_dir}/, marked not converged.") from None
         raise _fail(err, "training failed: ") from None
@@ -502,7 +504,7 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
     )
 
     # The file is always HDF5: a name ending in .csv would be a file that no CSV reader opens.
-    if output.suffix != ".h5ad":
+    if output.suffix.lower() != ".h5ad":
         raise click.BadParameter(f"the file name must end in .h5ad (it is written as HDF5); got {output.name}",
                                  param_hint="'--output'")
     if input.suffix == ".h5ad" and samples is not None:

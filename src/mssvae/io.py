@@ -31,8 +31,8 @@ def _get_study(adata, study_key):
 def varm_key(key_added: str, what: str, study) -> str:
     """Key of a study's matrix in ``adata.varm``: ``{key_added}_{what}_{study}``.
 
-    h5ad keys cannot hold "/", and a study called "shared" would collide with W^(S); such labels
-    are written with "/" → "_" and a "study_" prefix for "shared".
+    h5ad keys cannot hold "/", so it is written as "_".  (A study called "shared", refused by ``fit``
+    since session 25, would collide with W^(S): a model saved before that gets a "study_" prefix.)
     """
     return f"{key_added}_{what}_{_study_label(study)}"
 
@@ -65,7 +65,9 @@ def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str 
     ``uns[key_added]["studies"]`` keeps the labels as they are.
 
     ``checkpoint_dir``/``checkpoint_every`` are passed to :meth:`MSSVAE.fit` (resumable training).
-    Returns the fitted model.
+    Returns the fitted model.  When training diverges (``TrainingDivergedError``) after at least one
+    finished epoch, the last finite state is written into ``adata`` (``uns[key_added]["converged"]``
+    False) before the error is raised again.
     """
     from .training import TrainingDivergedError
 
@@ -78,8 +80,9 @@ def fit_anndata(adata, study_key: str, layer: str | None = None, key_added: str 
                   checkpoint_every=checkpoint_every)
     except TrainingDivergedError:
         # The model holds its last finite state: write it (marked not converged) so that a caller
-        # such as the command line can keep what the error message says is kept.
-        if hasattr(model, "W_shared_"):
+        # such as the command line can keep what the error message says is kept; after no finished
+        # epoch there is only the untrained initialisation, which is not written.
+        if len(getattr(model, "history_", ())) > 0:
             write_anndata(model, adata, study_key, layer, key_added)
         raise
     write_anndata(model, adata, study_key, layer, key_added)
@@ -110,7 +113,8 @@ def _check_genes(model: MSSVAE, adata) -> None:
         raise ValueError("`adata` has the fitted genes as var_names but in another order; pass "
                          "`adata[:, model.feature_names_in_]`")
     if not (fitted == np.array([f"feature_{j}" for j in range(len(fitted))])).all():
-        unknown = [g for g in names if g not in set(fitted)][:5]
+        known = set(fitted)
+        unknown = [g for g in names if g not in known][:5]
         raise ValueError(f"`adata` has var_names the model was not fitted on: {unknown}; its genes must be "
                          "`model.feature_names_in_`, in that order")
 

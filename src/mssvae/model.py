@@ -565,7 +565,7 @@ class MSSVAE(BaseEstimator):
                 parts = [f"init={r}"] * (n_init > 1) + [f"kl_free={kl_free:g}"] * (len(candidates) > 1)
                 folder = None if checkpoint_dir is None else Path(checkpoint_dir).joinpath(*parts)
                 fitted = self._train_once(s, seed, kl_free, X, codes, Xt, st, device, folder, checkpoint_every)
-                if not fitted["converged_"]:   # interrupted (Ctrl-C): stop here, keep this fit as it is
+                if fitted["interrupted"]:   # Ctrl-C: stop here, keep this fit as it is
                     best, interrupted = fitted, True
                     break
                 if compared:
@@ -644,6 +644,7 @@ class MSSVAE(BaseEstimator):
         prior_weight = float(history["prior_weight"].iloc[-1]) if len(history) else s["prior_weight"]
         self.lambda1_ = _last_lambda1(history, s)   # set here: `score` compares candidates with it
         pruned, converged = 0, result.converged
+        interrupted = not converged
         # After a Ctrl-C the user wants out: the check (minutes at tens of thousands of genes) is skipped,
         # and a resume from the checkpoint runs it with the rest of the fit.
         if s["prune_masks"] and converged:
@@ -652,7 +653,7 @@ class MSSVAE(BaseEstimator):
                                  chunk_size=self._feature_chunk(1024), threshold=SUPPORT_THRESHOLD,
                                  progress=bool(self.verbose))
             except KeyboardInterrupt:
-                converged = False
+                converged, interrupted = False, True
                 warnings.warn("Mask check interrupted: the masks are kept as trained (no entry dropped) and the "
                               "fit is marked not converged.", RuntimeWarning, stacklevel=3)
             else:
@@ -660,7 +661,9 @@ class MSSVAE(BaseEstimator):
                     module.W[drop] = 0.0
                 pruned = int(drop.sum())
         return {"module_": module, "history_": history, "prior_weight_": prior_weight,
-                "converged_": converged, "pruned_entries_": pruned, "kl_free_": kl_free,
+                # A blown-up fit trained to the end but is no fit: not converged, though not interrupted.
+                "converged_": converged and result.stop_reason != "blew up", "interrupted": interrupted,
+                "pruned_entries_": pruned, "kl_free_": kl_free,
                 "init_seed_": seed, "lambda1_": self.lambda1_, "score": -math.inf}
 
     def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int):

@@ -313,7 +313,12 @@ def plot_masks(W_shared, W_specific, threshold: float = 0.5, drop_empty: bool = 
         centre = left + axes_in / 2.0
     else:
         fig = ax.figure
-        fig_width = fig.get_figwidth()
+        # An Axes in a SubFigure: the sizes are the root figure's (a SubFigure has no figsize), and
+        # get_position is in the root figure's coordinates too.
+        root = fig
+        while not hasattr(root, "get_figwidth") and getattr(root, "figure", root) is not root:
+            root = root.figure
+        fig_width = root.get_figwidth()
         pos = ax.get_position()
         axes_in = pos.width * fig_width * (0.85 if colorbar else 1.0)
         centre = pos.x0 * fig_width + axes_in / 2.0

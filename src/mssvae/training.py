@@ -314,7 +314,7 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             if is_bad:
                 module.load_state_dict(dict(zip(module.state_dict(), last_good)))
                 result.converged = False
-                result.stop_reason = f"diverged at epoch {epoch}"
+                result.stop_reason = f"diverged in epoch {epoch + 1}"
                 err = TrainingDivergedError(
                     f"Training diverged in epoch {epoch + 1} of {cfg.max_epochs}: the loss became NaN or "
                     f"infinite. The model keeps the parameters after {epoch} completed epoch(s) (the last "
@@ -347,6 +347,10 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             stacklevel=2,
         )
     if result.converged and result.history and first_loss is not None:
+        if world > 1:   # every rank judges by the same yardstick (the last loss is already rank-averaged)
+            first_loss = first_loss.to(device)
+            dist.all_reduce(first_loss)
+            first_loss /= world
         _check_no_blow_up(float(first_loss), result, cfg)
     if world > 1:
         # DDP broadcasts rank 0's buffers at the start of each forward, so the last step's batch-norm
@@ -456,7 +460,8 @@ def _check_no_blow_up(first: float, result: TrainingResult, cfg: TrainingConfig)
         result.stop_reason = "blew up"
         warnings.warn(
             f"Training blew up: the loss of the last epoch ({last:.3g}) is far above that of the first "
-            f"step ({first:.3g}), so the fitted parameters are probably meaningless. Try a smaller "
+            f"step ({first:.3g}), so the fitted parameters are probably meaningless; the fit is marked not "
+            f"converged. Try a smaller "
             f"`lr` ({cfg.lr:g}) / `lr_W` ({cfg.lr_W:g}) or check the input scale.",
             RuntimeWarning,
             stacklevel=3,
