@@ -44,8 +44,10 @@ def map_prune(module, x: torch.Tensor, study: torch.Tensor, lambda0: float, lamb
     features in that column's gene set and the samples whose z~ has that column (all for a shared
     column, its study's for a specific one), never a loop over features.  ``prior_weight`` is the one
     weight of the whole mask prior (with ``prior_per_feature`` the fit's block-wide weight is used).
-    ``progress`` shows a bar over the columns: after a short or unconverged fit, whose columns still
-    hold thousands of genes, this check can take longer than the training.
+    ``progress`` shows a bar: after a short or unconverged fit, whose columns still hold thousands of
+    genes, this check can take longer than the training.  The bar counts decoder evaluations
+    (feature × sample), not columns: the first columns also evaluate every gene at the current mask,
+    so a bar over columns started slow and its first time estimate was about 4× too long.
     """
     was_training = module.training
     module.eval()   # batch norm from its running statistics, as in transform; and they stay untouched
@@ -110,11 +112,21 @@ def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, 
     # each feature's log-likelihood per study at the current mask; NaN: not computed yet
     current = torch.full((W.shape[0], M), float("nan"), dtype=W.dtype, device=W.device)
     columns = torch.nonzero(on.any(0)).flatten().tolist()
+    n_in = torch.bincount(study, minlength=M).tolist()
+    samples = [sum(n_in[m] for m in owner[k]) for k in range(W.shape[1])]
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        columns = tqdm(columns, desc="MSSVAE mask check", unit="column")
-    for k in columns:
+        # Each (feature, study) needed is evaluated once at the current mask, then once per column at 0.
+        owned = torch.zeros(W.shape[1], M, device=W.device)
+        for k, studies in enumerate(owner):
+            owned[k, studies] = 1.0
+        needed = (on.to(owned.dtype) @ owned) > 0                            # (G, M)
+        total = int((needed.sum(0).cpu() * torch.tensor(n_in)).sum()) + sum(
+            int(on[:, k].sum()) * samples[k] for k in columns)
+        bar = tqdm(total=total, desc="MSSVAE mask check", unit="eval", unit_scale=True)
+    for i, k in enumerate(columns):
         rows, studies = torch.nonzero(on[:, k]).flatten(), owner[k]
         now = current[rows][:, studies]
         stale = torch.isnan(now).any(1)
@@ -122,9 +134,14 @@ def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, 
             redo = rows[stale]
             now[stale] = feature_log_lik(redo, W[redo], studies)
             current[redo[:, None], torch.tensor(studies, device=W.device)] = now[stale]
+            if bar is not None:
+                bar.update(len(redo) * samples[k])
         W0 = W[rows].clone()
         W0[:, k] = 0.0
         at0 = feature_log_lik(rows, W0, studies)
+        if bar is not None:
+            bar.update(len(rows) * samples[k])
+            bar.set_postfix_str(f"column {i + 1}/{len(columns)}", refresh=False)
         gain = (now - at0).sum(1)
         w = W[rows, k]
         cost = prior_weight * (ssl_log_density(torch.zeros_like(w), eta[k], lambda0, lambda1)
@@ -136,4 +153,6 @@ def _drop_entries(module, x, study, lambda0, lambda1, prior_weight, chunk_size, 
         # drops, and recomputing it for the next column doubled the check.  The other studies' terms
         # are unchanged (z~_k is 0 there).
         current[rows[out][:, None], torch.tensor(studies, device=W.device)] = at0[out]
+    if bar is not None:
+        bar.close()
     return drop
