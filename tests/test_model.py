@@ -274,6 +274,16 @@ def test_anndata_keys_of_awkward_study_labels(blocks, tmp_path):
     assert list(uns["studies"]) == ["a/b", "c d"]
 
 
+def test_a_study_with_no_more_samples_than_its_factors_is_warned_about(fitted_blocks):
+    m = fitted_blocks
+    assert all(k >= 1 for k in m.n_specific_active_.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m._warn_small_studies(np.array([300, 300]))            # the toy's own sizes: silent
+    with pytest.warns(RuntimeWarning, match=r"1 study\(ies\) have no more samples than active .*'s1': 1 samples"):
+        m._warn_small_studies(np.array([300, 1]))
+
+
 def test_factor_kl_marks_the_factors_in_use(fitted_blocks):
     m = fitted_blocks
     kl = m.factor_kl_

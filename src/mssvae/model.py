@@ -595,6 +595,7 @@ class MSSVAE(BaseEstimator):
         self._set_fitted_attributes(s)
         self.factor_kl_ = self._factor_kl(Xt, st)
         self._warn_hidden_factors()
+        self._warn_small_studies(np.bincount(codes, minlength=len(labels)))
         return self
 
     def _train_once(self, s: dict, seed: int, kl_free: float, X, codes, Xt, st, device, checkpoint_dir,
@@ -727,6 +728,19 @@ class MSSVAE(BaseEstimator):
                 + ("." if self.module_.decoder.normalized else " or normalize_decoder=True."),
                 RuntimeWarning, stacklevel=3,
             )
+
+    def _warn_small_studies(self, n_samples: np.ndarray) -> None:
+        """Warn when a study has no more samples than active study-specific factors: its factors
+        (and their gene sets) then rest on a handful of samples, and the check of 2 samples per
+        study cannot catch that."""
+        small = [(lab, int(n), self.n_specific_active_[lab]) for lab, n in zip(self.studies_, n_samples)
+                 if 0 < n <= self.n_specific_active_[lab]]
+        if small:
+            detail = ", ".join(f"{lab!r}: {n} samples, {k} factors" for lab, n, k in small[:5])
+            warnings.warn(f"{len(small)} study(ies) have no more samples than active study-specific factors "
+                          f"({detail}); such factors are not estimable from so few samples. Consider "
+                          "`n_specific={study: 0}` for them, or merging them with a related study.",
+                          RuntimeWarning, stacklevel=3)
 
     def _empirical_priors(self, X: np.ndarray, s: dict) -> dict:
         """Data-dependent prior settings (Appendix C.2.1, §2.4), as plain floats for saving."""
