@@ -701,9 +701,9 @@ def plot_factor_scores(Z, study, factor_names, owner=None, factors=None, ncols: 
     study : array, shape (N,)
         Study label of each sample; studies are drawn in sorted order, each in its own colour:
         ``C0``..``C9`` (tab10) for up to 10 studies, tab20 for 11 to 20 (the tab10 hues, then
-        their light versions), evenly spaced ``turbo`` colours beyond.  Up to 10 studies the
-        tick labels are slanted and cut to 12 characters; with more they stand upright, cut to
-        20, and the panels widen with the number of studies.  Names are cut in the middle, so
+        their light versions), evenly spaced ``turbo`` colours beyond.  Tick labels are cut to 12
+        characters up to 10 studies (level up to 3, slanted from 4); with more they stand upright,
+        cut to 20, and the panels widen with the number of studies.  Names are cut in the middle, so
         studies named alike ("breast/Batch 1", "breast/Batch 2") keep distinct labels.
     factor_names : sequence of str, length K
         Names of the columns of ``Z`` (``model.factor_names_``).
