@@ -281,29 +281,38 @@ def check_columns(X, feature_names: np.ndarray, name: str = "X") -> None:
     wrong features without a sign (scikit-learn refuses it the same way).  A model fitted without
     names (feature_0, …) takes any columns, except those default names in another order.
     """
-    if not isinstance(X, pd.DataFrame):
-        return
-    cols = X.columns.astype(str).to_numpy()
-    default = (feature_names == np.array([f"feature_{j}" for j in range(len(feature_names))])).all()
-    if X.shape[1] != len(feature_names):
-        present = set(cols)
+    if isinstance(X, pd.DataFrame):
+        check_names_in_order(X.columns.astype(str).to_numpy(), feature_names, name, "features", "columns",
+                             f"`{name}[model.feature_names_in_]`", " (or pass `X.to_numpy()` to match by position)")
+
+
+def default_feature_names(n_features: int) -> np.ndarray:
+    """The names a model fitted without names gets: feature_0, feature_1, …"""
+    return np.array([f"feature_{j}" for j in range(n_features)])
+
+
+def check_names_in_order(names: np.ndarray, feature_names: np.ndarray, name: str, noun: str, where: str,
+                         reorder: str, positional: str = "") -> None:
+    """``names`` (a DataFrame's columns, an AnnData's var_names) must be the fitted ``feature_names``
+    in order: data are read by position.  A model fitted without names takes any names, except its
+    default names in another order (what `mssvae simulate` writes)."""
+    names, feature_names = np.asarray(names).astype(str), np.asarray(feature_names).astype(str)
+    default = np.array_equal(feature_names, default_feature_names(len(feature_names)))
+    fitted = set(feature_names)
+    if len(names) != len(feature_names):
+        present = set(names)
         missing = [] if default else [str(f) for f in feature_names if f not in present][:5]
         if missing:   # the count alone does not say which genes a subset dropped
-            raise ValueError(f"`{name}` has {X.shape[1]} columns but the model was fitted on {len(feature_names)} "
-                             f"features; missing e.g. {missing} (columns must be `model.feature_names_in_`)")
+            raise ValueError(f"`{name}` has {len(names)} {where} but the model was fitted on {len(feature_names)} "
+                             f"{noun}; missing e.g. {missing} ({where} must be `model.feature_names_in_`)")
         return
-    if default and set(cols) != set(feature_names):
-        # Fitted without names: any columns go, except the default names themselves in another
-        # order (what `mssvae simulate` writes), which would be read by position without a sign.
+    if (names == feature_names).all() or (default and set(names) != fitted):
         return
-    if (cols == feature_names).all():
-        return
-    if set(cols) == set(feature_names):
-        raise ValueError(f"`{name}` has the fitted features as columns but in another order; "
-                         f"pass `{name}[model.feature_names_in_]`")
-    unknown = [c for c in cols if c not in set(feature_names)][:5]
-    raise ValueError(f"`{name}` has columns the model was not fitted on: {unknown}; "
-                     "its columns must be `model.feature_names_in_` (or pass `X.to_numpy()` to match by position)")
+    if set(names) == fitted:
+        raise ValueError(f"`{name}` has the fitted {noun} as {where} but in another order; pass {reorder}")
+    unknown = [str(c) for c in names if c not in fitted][:5]
+    raise ValueError(f"`{name}` has {where} the model was not fitted on: {unknown}; "
+                     f"its {where} must be `model.feature_names_in_`{positional}")
 
 
 def check_studies_for_fit(study: np.ndarray, name: str = "study"):
@@ -416,7 +425,7 @@ def check_likelihood(likelihood) -> str:
 def check_feature_names(feature_names, n_features: int, name: str = "feature_names") -> np.ndarray:
     """Feature names as a 1-d str array of length n_features (None → feature_0, …), or raise."""
     if feature_names is None:
-        return np.array([f"feature_{j}" for j in range(n_features)])
+        return default_feature_names(n_features)
     if isinstance(feature_names, (str, bytes)):
         raise TypeError(f"`{name}` must be a sequence of {n_features} names, not a single string")
     try:

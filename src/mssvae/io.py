@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import _validation as val
 from .model import MSSVAE
 
 
@@ -105,18 +106,8 @@ def _check_study_keys(studies) -> None:
 def _check_genes(model: MSSVAE, adata) -> None:
     """``adata``'s genes must be the fitted ones in the fitted order: they are read by position, so
     another order would give wrong factors and misaligned rows of W in ``varm`` without a sign."""
-    names = np.asarray(adata.var_names.astype(str))
-    fitted = np.asarray(model.feature_names_in_).astype(str)
-    if len(names) != len(fitted) or (names == fitted).all():
-        return   # a different count is reported by transform
-    if set(names) == set(fitted):
-        raise ValueError("`adata` has the fitted genes as var_names but in another order; pass "
-                         "`adata[:, model.feature_names_in_]`")
-    if not (fitted == np.array([f"feature_{j}" for j in range(len(fitted))])).all():
-        known = set(fitted)
-        unknown = [g for g in names if g not in known][:5]
-        raise ValueError(f"`adata` has var_names the model was not fitted on: {unknown}; its genes must be "
-                         "`model.feature_names_in_`, in that order")
+    val.check_names_in_order(adata.var_names, model.feature_names_in_, "adata", "genes", "var_names",
+                             "`adata[:, model.feature_names_in_]`")
 
 
 def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None,

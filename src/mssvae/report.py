@@ -241,6 +241,11 @@ def _enrichment_tables(enrichment, model=None, threshold: float = 0.5) -> dict[s
     return tables
 
 
+def _in_factor_order(shared, specific, studies) -> np.ndarray:
+    """[shared | study 1 | study 2 | …]: (G, K), the column order of ``factor_names_``."""
+    return np.hstack([np.asarray(shared)] + [np.asarray(specific[s]) for s in studies])
+
+
 def _check_gene_sets_are_the_models(gene_sets: pd.DataFrame, model) -> None:
     """Refuse gene sets written for another fit: the page would show its enrichment under this fit's
     factor names without a sign.  Every listed weight must be an entry of the named factor's column
@@ -248,7 +253,7 @@ def _check_gene_sets_are_the_models(gene_sets: pd.DataFrame, model) -> None:
     if not {"factor", "weight"} <= set(gene_sets.columns):
         raise ValueError("the enrichment's gene_sets table needs columns factor and weight; "
                          f"got {list(gene_sets.columns)}")
-    W = np.hstack([np.asarray(model.W_shared_)] + [np.asarray(model.W_specific_[s]) for s in model.studies_])
+    W = _in_factor_order(model.W_shared_, model.W_specific_, model.studies_)
     column = {name: j for j, name in enumerate(model.factor_names_)}
     for factor, rows in gene_sets.groupby(gene_sets["factor"].astype(str), sort=False):
         if factor not in column:
@@ -358,10 +363,8 @@ class _Context:
         self.studies = [str(s) for s in model.studies_]
         self.names = [str(f) for f in model.factor_names_]
         self.genes = [str(g) for g in model.feature_names_in_]
-        blocks = [model.W_shared_] + [model.W_specific_[s] for s in model.studies_]
-        incl = [model.inclusion_shared_] + [model.inclusion_specific_[s] for s in model.studies_]
-        self.W = np.hstack(blocks)  # (G, K) in the column order of factor_names_
-        self.P = np.hstack(incl)
+        self.W = _in_factor_order(model.W_shared_, model.W_specific_, model.studies_)
+        self.P = _in_factor_order(model.inclusion_shared_, model.inclusion_specific_, model.studies_)
         self.owner = factor_owner(model, labels)
         self.active = np.flatnonzero((np.abs(self.W) > self.threshold).any(axis=0))
 
