@@ -311,7 +311,7 @@ def preprocess_counts(adata, study_key: str, layer: str | None = None, min_total
         "params": {"study_key": study_key, "layer": layer, "min_total_log": min_total_log,
                    "min_gene_counts": min_gene_counts, "min_cpm": min_cpm, "min_cpm_fraction": min_cpm_fraction,
                    "n_top_genes": n_top_genes, "min_study_samples": min_study_samples},
-        "steps": {c: [v.item() if isinstance(v, np.generic) else v for v in report[c]] for c in REPORT_COLUMNS},
+        "steps": _steps(report),
     }
     return out, report
 
@@ -321,6 +321,11 @@ def preprocess_counts(adata, study_key: str, layer: str | None = None, min_total
 
 
 SHEET_STEP = "in_sample_sheet"
+
+
+def _steps(report: pd.DataFrame) -> dict:
+    """The report as ``uns["mssvae_preprocess"]["steps"]``: plain Python values, so h5ad and JSON take it."""
+    return {c: [v.item() if isinstance(v, np.generic) else v for v in report[c]] for c in REPORT_COLUMNS}
 
 
 def add_sample_sheet_step(adata_out, report: pd.DataFrame, info: dict) -> pd.DataFrame:
@@ -345,8 +350,7 @@ def add_sample_sheet_step(adata_out, report: pd.DataFrame, info: dict) -> pd.Dat
     int_cols = REPORT_COLUMNS[1:-1]
     new[int_cols] = new[int_cols].astype(np.int64)
     if UNS_KEY in adata_out.uns:
-        adata_out.uns[UNS_KEY]["steps"] = {c: [v.item() if isinstance(v, np.generic) else v for v in new[c]]
-                                           for c in REPORT_COLUMNS}
+        adata_out.uns[UNS_KEY]["steps"] = _steps(new)
     return new
 
 
