@@ -493,15 +493,7 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
     import anndata as ad
 
     from .io import read_counts_table
-    from .preprocess import (
-        BUILTIN_ID_MAPS,
-        add_sample_sheet_step,
-        load_builtin_id_map,
-        looks_like_human_ensembl,
-        map_gene_ids,
-        preprocess_counts,
-        read_id_map,
-    )
+    from .preprocess import add_sample_sheet_step, id_map_table, map_gene_ids, preprocess_counts
 
     # The file is always HDF5: a name ending in .csv would be a file that no CSV reader opens.
     if output.suffix.lower() != ".h5ad":
@@ -534,13 +526,9 @@ def preprocess(input, samples, sample_column, study_key, layer, min_total_log, m
                                         min_cpm_fraction=min_cpm_fraction, n_top_genes=n_top_genes)
         if sheet_info is not None:
             report = add_sample_sheet_step(out, report, sheet_info)
-        if id_map == "auto":
-            id_map = "hs" if looks_like_human_ensembl(out.var_names) else "none"
-        if id_map in BUILTIN_ID_MAPS:
-            out = map_gene_ids(out, load_builtin_id_map(id_map))
-        elif id_map != "none":
-            out = map_gene_ids(out, read_id_map(Path(id_map)))
-        if id_map != "none":
+        table = id_map_table(id_map, out.var_names)
+        if table is not None:
+            out = map_gene_ids(out, table)
             _say_mapped(id_map, out.var["gene_id"], list(out.var_names))
     except (ValueError, TypeError, ImportError) as err:
         raise _fail(err) from None

@@ -404,23 +404,14 @@ def map_feature_names(feature_names, id_map="hs") -> list[str]:
     list of str, shape (n_genes,)
         The new names, unique, in the order of ``feature_names``.
     """
-    from .preprocess import BUILTIN_ID_MAPS, load_builtin_id_map, looks_like_human_ensembl, map_gene_ids, read_id_map
+    from .preprocess import id_map_table, map_gene_ids
 
     if isinstance(feature_names, str):
         raise ValueError("`feature_names` must be a sequence of gene names, not a string")
     names = pd.Index(np.asarray(feature_names, dtype=object).ravel().astype(str))
-    if id_map is None or (isinstance(id_map, str) and id_map == "none"):
+    table = id_map_table(id_map, names)
+    if table is None:
         return list(names)
-    if isinstance(id_map, str) and id_map == "auto":
-        if not looks_like_human_ensembl(names):
-            return list(names)
-        id_map = "hs"
-    if isinstance(id_map, str) and id_map in BUILTIN_ID_MAPS:
-        table = load_builtin_id_map(id_map)
-    elif isinstance(id_map, (str, Path)):
-        table = read_id_map(Path(id_map))
-    else:
-        table = id_map
     import anndata as ad
 
     # map_gene_ids works on an AnnData's var_names; an X-less one holds just the names.

@@ -455,6 +455,26 @@ def load_builtin_id_map(name: str = "hs") -> pd.Series:
         return read_id_map(path)
 
 
+def id_map_table(id_map, names):
+    """The Ensembl id → symbol table that ``id_map`` names for genes ``names``, or None for no renaming.
+
+    ``"auto"``: the shipped human map when most ``names`` are human Ensembl ids, else None; ``"hs"``:
+    the shipped human map; ``"none"`` or None: None; a path: :func:`read_id_map`; a dict or Series: itself.
+    (``mssvae preprocess --id-map`` and ``mssvae enrich --id-map`` read the option through this.)
+    """
+    if id_map is None or (isinstance(id_map, str) and id_map == "none"):
+        return None
+    if isinstance(id_map, str) and id_map == "auto":
+        if not looks_like_human_ensembl(names):
+            return None
+        id_map = "hs"
+    if isinstance(id_map, str) and id_map in BUILTIN_ID_MAPS:
+        return load_builtin_id_map(id_map)
+    if isinstance(id_map, (str, Path)):
+        return read_id_map(Path(id_map))
+    return id_map
+
+
 def looks_like_human_ensembl(names, min_share: float = 0.5) -> bool:
     """Whether most ``names`` are human Ensembl gene ids (ENSG…), so the shipped map applies."""
     names = pd.Index(names).astype(str)
