@@ -2,7 +2,7 @@
 composite (docs/design.md, item 22).  Five factors per block, gene sets of 10-50 genes so that every
 column has larger candidate parents; 400 draws per sample size.
 
-    python benchmarks/probes/composite_null.py
+    PYTHONPATH=src python benchmarks/probes/composite_null.py > benchmarks/results/composite_null.txt
 """
 
 import numpy as np
