@@ -36,6 +36,7 @@ ps=(python3 benchmarks/platelet_size.py --set "device='cuda'" --out "$OUT/platel
 "${ps[@]}" --subsample 0.05 "${train_only[@]}" | grep -E '"seconds_fit"|consensus'
 python3 benchmarks/profile_fit.py --device cuda --epochs 6 --set feature_subsample=0.05 > "$OUT/profile_graphs.txt" 2>&1
 grep -E "profiled|per step" "$OUT/profile_graphs.txt"
+timeout 120 python3 benchmarks/probes/resume_compare.py > "$OUT/resume_compare_cuda.txt" 2>&1; tail -1 "$OUT/resume_compare_cuda.txt"
 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_cuda_graphs.py tests/test_training.py tests/test_precision.py \
     tests/test_checkpoint.py tests/test_model.py > "$OUT/pytest_cuda.txt" 2>&1; tail -15 "$OUT/pytest_cuda.txt"
 # End to end with the defaults (two trainings, check, merge, anchors), then the full-cost reference (f = 1).
