@@ -139,6 +139,7 @@ def main() -> None:
                "simulation": json.dumps(sim_settings),
                "seconds": round(seconds, 1), "prior_weight_used": model.prior_weight_,
                "lambda1_used": model.lambda1_,   # the fitted one for lambda1="empirical"
+               "pruned_entries": model.pruned_entries_,
                "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}"}
         row.update({k: v for k, v in res.items() if not isinstance(v, dict)})
         row.update(dedup_scores(sim, model.W_shared_, model.W_specific_, max_density))
