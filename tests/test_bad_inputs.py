@@ -417,8 +417,8 @@ def test_constant_features_do_not_collapse_the_gaussian_noise_prior():
     """With ≥ 5 % constant features the 5 % quantile of the feature variances is 0, so the noise
     prior and the starting σ² fall to the floor (1e-6) for every feature: measured on the
     two-block simulation with 10 constant features out of 50, shared consensus fell from 1.00 to
-    0.12 and the first epoch's loss was 1.3e8 (benchmarks/results/bad_input_facts.txt).  After one epoch the real features' σ²
-    must still be near their data variance."""
+    0.12 and the first epoch's loss was 1.3e8 (benchmarks/results/bad_input_facts.txt).  After one
+    epoch the real features' σ² must still be near their data variance."""
     Xc = np.hstack([X, np.zeros((12, 5))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -53,7 +53,8 @@ for likelihood in ("gaussian", "nb"):
     torch.manual_seed(0)
     with autocast(cpu, torch.bfloat16):
         bf16 = mod.loss(*args)[0].loss.item()
-    print(f"{likelihood:8s} test batch: fp32 {fp32:.6g}, bf16 {bf16:.6g}, relative gap {abs(bf16 - fp32) / abs(fp32):.2e}")
+    gap = abs(bf16 - fp32) / abs(fp32)
+    print(f"{likelihood:8s} test batch: fp32 {fp32:.6g}, bf16 {bf16:.6g}, relative gap {gap:.2e}")
 
 # 2. The time of a training step.
 sim = simulate_rnaseq(n_samples=300, n_features=2000, random_state=0)

@@ -57,8 +57,8 @@ def dependence_r2(x: np.ndarray, y: np.ndarray, k: int = 3) -> float:
         return -np.inf
     # In one dimension a point's k nearest neighbours lie within k places of it in sorted order,
     # so n · 2k distances replace the n × n matrix (about 280× faster at n = 1463:
-    # benchmarks/probes/merge_null.py).  Exact for distinct
-    # values; with ties at the k-th distance it may take another of the equally near points.
+    # benchmarks/probes/merge_null.py).  Exact for distinct values; with ties at the k-th
+    # distance it may take another of the equally near points.
     order = np.argsort(x, kind="stable")
     xs = x[order]
     window = np.arange(n)[:, None] + np.r_[-k:0, 1:k + 1][None, :]
