@@ -1,7 +1,8 @@
 """kl_free="auto" on the §4.2 simulations: one fit per candidate kl_free, the Eq. 2.4 bound of each,
 and the metrics of the fit that the bound keeps (docs/design.md, "Counts (NB)", item 18).
 
-    python benchmarks/kl_free_auto.py --shape n285 --seeds 0-4 --models MODELS --out results/kl_free_auto.csv
+    python benchmarks/kl_free_auto.py --shape n285 --seeds 0-4 --models MODELS \
+        --out benchmarks/results/rnaseq_kl_free_auto.csv
 
 Each candidate is fitted on its own (``MSSVAE(kl_free=v)``, the replicate settings of
 `rnaseq_n600_klfree.csv`: K̃ 20 / 5, hidden (64, 64), batch 128, 800 epochs, random_state = seed) and
@@ -47,6 +48,8 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if not Path(args.out).parent.is_dir():   # found now, not after hours of fits
+        p.error(f"--out: folder {Path(args.out).parent} does not exist")
     torch.set_num_threads(args.threads)
     rows = []
     for seed in parse_seeds(args.seeds):

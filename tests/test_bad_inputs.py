@@ -309,7 +309,7 @@ CASES = [
          lambda: fitted().transform(pd.DataFrame(X, columns=[f"feature_{j}" for j in (4, 3, 2, 1, 0)]), S),
          ValueError, "`X` has the fitted features as columns but in another order"),
     case("X-anndata", lambda: fit(ad.AnnData(X)), TypeError,
-         "`X` is an AnnData; use mssvae.fit_anndata(adata, study_key)"),
+         "`X` is an AnnData; use mssvae.io.fit_anndata(adata, study_key)"),
     case("study-series-other-index",
          lambda: fit(pd.DataFrame(X, index=[f"s{i}" for i in range(12)]), pd.Series(S)), ValueError,
          "`study` is a pandas Series whose index does not match X's index (e.g. [0, 1, 2] are not rows of X)"),

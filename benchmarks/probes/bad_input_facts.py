@@ -25,6 +25,9 @@ from mssvae.training import TrainingDivergedError
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from conftest import two_block_data  # noqa: E402
 
+if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
+    sys.exit(print(__doc__))
+
 torch.set_num_threads(1)
 warnings.simplefilter("ignore")
 X, study, Ws, _ = two_block_data(n=300)

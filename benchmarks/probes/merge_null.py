@@ -12,11 +12,15 @@ items 10 and 22; docs/performance.md, "merge step").
     PYTHONPATH=src python benchmarks/probes/merge_null.py > benchmarks/results/merge_null.txt
 """
 import platform
+import sys
 import time
 
 import numpy as np
 
 from mssvae.merging import composite_columns, dependence_r2, dependent_groups
+
+if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
+    sys.exit(print(__doc__))
 
 rng = np.random.default_rng(0)
 print(f"machine: {platform.machine()}, numpy {np.__version__}")

@@ -27,6 +27,9 @@ import torch
 from mssvae import MSSVAE
 from mssvae.pruning import map_prune
 
+if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
+    sys.exit(print(__doc__))
+
 torch.set_num_threads(1)
 old_commit = sys.argv[2] if len(sys.argv) > 2 else "554355d"
 old_src = subprocess.run(["git", "show", f"{old_commit}:src/mssvae/pruning.py"], capture_output=True, text=True,

@@ -22,6 +22,9 @@ import tqdm.auto
 from mssvae import MSSVAE
 from mssvae import pruning as new_pruning
 
+if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
+    sys.exit(print(__doc__))
+
 torch.set_num_threads(1)
 old_commit = sys.argv[2] if len(sys.argv) > 2 else "8ccbfc5"
 src = subprocess.run(["git", "show", f"{old_commit}:src/mssvae/pruning.py"], capture_output=True, text=True,

@@ -1,6 +1,8 @@
 """Re-score saved platelet-size fits with and without folding composite columns (mssvae.merging).
 
-    python benchmarks/probes/rescore_composites.py --seed 2 /tmp/fit_s2 [--seed 6 /tmp/fit_s6 ...] [--out CSV]
+    python benchmarks/probes/rescore_composites.py --seed 2 [--seed 6 ...] /tmp/fit_s2 [/tmp/fit_s6 ...] [--out CSV]
+
+(one --seed per fit, in the order of the fits)
 
 For each fit: the scores of its masks reported with pairwise merging and the anchor rule (what a fit
 reported before composites were folded), and with composites then folded into their parents
@@ -41,6 +43,8 @@ def main() -> None:
     p.add_argument("fits", type=Path, nargs="+")
     p.add_argument("--out", type=Path, default=None, help="append one row per fit to this CSV")
     a = p.parse_args()
+    if len(a.seed) != len(a.fits):
+        p.error(f"one --seed per fit: {len(a.seed)} seeds for {len(a.fits)} fits")
     for seed, path in zip(a.seed, a.fits):
         sim = platelet_data(seed)
         model = MSSVAE.load(path)

@@ -16,6 +16,9 @@ import torch
 from mssvae import MSSVAE
 from mssvae.simulate import simulate_gaussian, simulate_rnaseq
 
+if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
+    sys.exit(print(__doc__))
+
 
 def fits(path: str) -> None:
     torch.set_num_threads(1)

@@ -23,6 +23,9 @@ from platelet_size import saved_fit_and_data  # noqa: E402
 
 from mssvae.metrics import active_columns, jaccard_matrix, support  # noqa: E402
 
+if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
+    sys.exit(print(__doc__))
+
 
 def main() -> None:
     sim, model = saved_fit_and_data(__doc__)

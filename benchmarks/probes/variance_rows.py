@@ -18,6 +18,9 @@ import torch
 
 from mssvae import MSSVAE
 
+if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
+    sys.exit(print(__doc__))
+
 torch.set_num_threads(1)
 a = ad.read_h5ad(sys.argv[1])
 X = a.layers["counts"]

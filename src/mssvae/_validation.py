@@ -41,7 +41,7 @@ def check_X(X, likelihood: str, name: str = "X") -> np.ndarray:
     if sparse.issparse(X):
         return _check_sparse(X, likelihood, name)
     if type(X).__name__ == "AnnData":   # not imported: anndata is only needed by io.py
-        raise TypeError(f"`{name}` is an AnnData; use mssvae.fit_anndata(adata, study_key) to fit and "
+        raise TypeError(f"`{name}` is an AnnData; use mssvae.io.fit_anndata(adata, study_key) to fit and "
                         f"write the results into it, or pass `adata.to_df()` (its genes as named columns)")
     if isinstance(X, pd.DataFrame):
         X = _dataframe_values(X, name)
