@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator
 from . import _validation as val
 from . import checkpoint as ckpt
 from . import likelihoods as lk
+from .initialisation import varimax_masks
 from .merging import apply_merge_plan, block_plan, fold_composites, merge_plan
 from .module import MSSVAEModule
 from .pruning import map_prune
@@ -274,6 +275,13 @@ class MSSVAE(BaseEstimator):
         Assumption 1: two anchor features per factor; 0: off).  Such a column is a duplicate or a
         mixture of gene sets that have columns of their own.  ``redundant_factors_`` names them;
         the decoder keeps them (docs/design.md, "Counts (NB)", item 14).
+    mask_init : {"ones", "varimax"}
+        Starting masks.  "ones" (default): every entry of W at 1 (Appendix C.2.2).  "varimax": each
+        column starts at the |loadings| of one varimax-rotated principal component of the
+        log-normalised, study-centred data (:func:`mssvae.initialisation.varimax_masks`): a
+        component whose scores vary in one study alone starts a column of that study, the others
+        shared columns.  It gives the columns distinct gene sets from the first step, against the
+        rotated pairs of item 25 (docs/design.md, "Counts (NB)").
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -343,7 +351,7 @@ class MSSVAE(BaseEstimator):
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free="auto",
                  n_init=1, feature_subsample=1.0, lr_decay="auto", normalize_decoder=None,
                  merge_dependent="auto", prune_masks=True, min_anchors=MIN_ANCHORS, dispersion_init="auto",
-                 dispersion_warmup="auto",
+                 dispersion_warmup="auto", mask_init="ones",
                  noise_alpha=1.5, feature_chunk_size=None,
                  device="auto", precision="auto", random_state=0, verbose=False):
         self.n_shared = n_shared
@@ -374,6 +382,7 @@ class MSSVAE(BaseEstimator):
         self.min_anchors = min_anchors
         self.dispersion_init = dispersion_init
         self.dispersion_warmup = dispersion_warmup
+        self.mask_init = mask_init
         self.noise_alpha = noise_alpha
         self.feature_chunk_size = feature_chunk_size
         self.device = device
@@ -457,6 +466,9 @@ class MSSVAE(BaseEstimator):
         warmup = _auto(self.dispersion_warmup, "dispersion_warmup", annealing if likelihood == "nb" else 0.0,
                        "a share in [0, 1]")
         s["dispersion_warmup"] = val.check_fraction(warmup, "dispersion_warmup", allow_zero=True, of="the epochs")
+        if not (isinstance(self.mask_init, str) and self.mask_init in ("ones", "varimax")):
+            raise ValueError(f"`mask_init` must be 'ones' or 'varimax'; got {self.mask_init!r}")
+        s["mask_init"] = self.mask_init
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
             mode = "calibrated" if likelihood == "nb" else "fixed"
@@ -546,6 +558,9 @@ class MSSVAE(BaseEstimator):
         self._n_specific = s["n_specific"]
         self._hidden = s["hidden"]
         self._data_priors = self._empirical_priors(X, s)
+        # one start for every restart and kl_free candidate: it depends on the data alone
+        self._mask_start = None if s["mask_init"] == "ones" else varimax_masks(
+            X, codes, s["n_shared"], s["n_specific"], s["likelihood"], int(self.random_state))
         device = self._resolve_device()
         self.device_ = str(device)
 
@@ -787,6 +802,8 @@ class MSSVAE(BaseEstimator):
                 lib_mean, lib_var = self._data_priors["library"]
                 module.encoder_library.mean.bias.fill_(lib_mean)
                 module.encoder_library.log_var.bias.fill_(math.log(lib_var))
+            if getattr(self, "_mask_start", None) is not None:
+                module.W.copy_(torch.as_tensor(self._mask_start, dtype=module.W.dtype))
 
     def _fitted_lambda1(self) -> float:
         """The slab penalty of this fit: ``lambda1_``, or the hyperparameter when no fit has set it."""
