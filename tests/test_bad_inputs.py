@@ -33,7 +33,7 @@ ARGUMENTS = (
     "lr", "lr_W", "lambda1", "lambda0", "anneal_fractions", "a", "b", "prior_weight", "prior_scale",
     "normalize_decoder", "noise_alpha", "feature_chunk_size", "feature_subsample", "kl_weight", "kl_warmup",
     "kl_free", "lr_decay", "merge_dependent", "prune_masks",
-    "dispersion_init", "dispersion_warmup", "min_anchors", "n_init", "device",
+    "dispersion_init", "dispersion_warmup", "mask_init", "min_anchors", "n_init", "device",
     "random_state", "verbose", "precision", "checkpoint_dir", "checkpoint_every", "study_key",
 )
 # A message names its argument in backticks: `X`, `n_specific['b']`, `hidden[1]`, `precision='bf16'`.
@@ -272,6 +272,8 @@ CASES = [
          "`merge_dependent` must be 'auto', None/False or a threshold in (0, 1]; got 1.5"),
     case("dispersion_init-text", lambda: fit(dispersion_init="poisson"), ValueError,
          "`dispersion_init` must be 'auto', 'moments' or a positive number; got 'poisson'"),
+    case("mask_init-text", lambda: fit(mask_init="pca"), ValueError,
+         "`mask_init` must be 'ones' or 'varimax'; got 'pca'"),
     case("dispersion_warmup-over-1", lambda: fit(dispersion_warmup=1.5), ValueError,
          "`dispersion_warmup` must be in [0, 1] (a share of the epochs); got 1.5"),
     case("dispersion_warmup-text", lambda: fit(dispersion_warmup="yes"), ValueError,
@@ -682,6 +684,7 @@ GOOD_AND_BAD = {
     "merge_dependent": ["auto", None, False, 0.5, 0, 1.5, "yes"],
     "dispersion_init": ["auto", "moments", 50.0, 0, -1.0, "x"],
     "dispersion_warmup": ["auto", 0, 0.3, 1.0, -0.1, 1.5, "yes"],
+    "mask_init": ["ones", "varimax", "pca", None],
     "min_anchors": [0, 2, 3, -1, 1.5, "2"],
     "n_init": [1, 2, 0, 1.0],
     "prune_masks": [True, False, "no", 1],

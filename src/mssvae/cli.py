@@ -361,6 +361,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--dispersion-warmup", type=_WARMUP, default=None,
               help="Share of the epochs with one inverse dispersion for all genes: auto (default: the λ0 "
                    "annealing period, 0.3, for nb; 0 for gaussian) or a number in [0, 1].")
+@click.option("--mask-init", type=click.Choice(["ones", "varimax"]), default=None,
+              help="Starting masks: ones (default, the paper's W = 1) or varimax (each column from one "
+                   "varimax-rotated principal component; docs/design.md, item 25).")
 @click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set, and fold a factor that is a function of two others "
@@ -385,8 +388,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
         prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, kl_free, n_init, lambda1, feature_subsample,
-        lr_decay, dispersion_init, dispersion_warmup, merge_dependent, prune_masks, min_anchors, seed, device,
-        output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
+        lr_decay, dispersion_init, dispersion_warmup, mask_init, merge_dependent, prune_masks, min_anchors, seed,
+        device, output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -413,7 +416,7 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
                  kl_weight=kl_weight, kl_warmup=kl_warmup, kl_free=kl_free, n_init=n_init, lambda1=lambda1,
                  feature_subsample=feature_subsample, lr_decay=lr_decay, dispersion_init=dispersion_init,
-                 dispersion_warmup=dispersion_warmup, merge_dependent=merge_dependent,
+                 dispersion_warmup=dispersion_warmup, mask_init=mask_init, merge_dependent=merge_dependent,
                  prune_masks=prune_masks, min_anchors=min_anchors, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")

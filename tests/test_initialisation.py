@@ -1,0 +1,73 @@
+"""Starting masks from varimax-rotated principal components (``mask_init="varimax"``)."""
+
+import numpy as np
+import pytest
+
+from mssvae import MSSVAE
+from mssvae.initialisation import varimax, varimax_masks
+from mssvae.metrics import jaccard_matrix, support
+from mssvae.simulate import simulate_rnaseq
+
+
+def test_varimax_undoes_a_rotation_of_simple_structure():
+    # Two blocks of variables, each loading on one factor, then rotated by 40°: varimax finds the blocks again.
+    L = np.zeros((20, 2))
+    L[:10, 0], L[10:, 1] = 1.0, 0.8
+    t = np.radians(40)
+    rotated = L @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    out = varimax(rotated)
+    simple = np.abs(out) > 0.05
+    assert sorted(map(tuple, simple.T.tolist())) == sorted(map(tuple, (L > 0).T.tolist()))
+    # an orthogonal rotation: each variable keeps its communality
+    np.testing.assert_allclose((out ** 2).sum(1), (L ** 2).sum(1), atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def counts():
+    sim = simulate_rnaseq(n_samples=300, n_features=300, proportions=(0.3, 0.3, 0.4), n_shared=4,
+                          n_specific=2, random_state=3)
+    codes = np.unique(sim.study, return_inverse=True)[1]
+    return sim, codes
+
+
+def test_components_start_the_block_where_their_scores_vary(counts):
+    # Shared modules start shared columns, each study's own modules start columns of that study.
+    sim, codes = counts
+    W0 = varimax_masks(sim.X, codes, 8, [3, 3, 3], "nb", random_state=0)
+    assert W0.shape == (300, 17) and W0.min() >= 0 and W0.max() <= 1
+    S = W0 > 0.5
+    shared = jaccard_matrix(support(sim.W_shared), S[:, :8]).max(1)
+    assert shared.min() > 0.6, shared
+    for m, lab in enumerate(sorted(sim.W_specific)):
+        own = jaccard_matrix(support(sim.W_specific[lab]), S[:, 8 + 3 * m:11 + 3 * m]).max(1)
+        assert own.min() > 0.6, (lab, own)
+        # and not in the shared block
+        assert jaccard_matrix(support(sim.W_specific[lab]), S[:, :8]).max() < 0.3
+
+
+def test_the_same_seed_gives_the_same_start(counts):
+    sim, codes = counts
+    a = varimax_masks(sim.X, codes, 8, [3, 3, 3], "nb", random_state=5)
+    b = varimax_masks(sim.X, codes, 8, [3, 3, 3], "nb", random_state=5)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fewer_components_than_columns_leave_the_rest_at_one():
+    # 6 samples in 2 studies allow N - M = 4 components for 2 + 2 + 2 columns: two start at the paper's 1.
+    rng = np.random.default_rng(0)
+    X = rng.poisson(5.0, size=(6, 30))
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    W0 = varimax_masks(X, codes, 2, [2, 2], "nb")
+    assert (W0 == 1.0).all(0).sum() == 2
+
+
+def test_the_fit_starts_from_the_varimax_masks(counts):
+    # With W's learning rate ~0 and no mask check, the fitted masks are the start.
+    sim, codes = counts
+    kw = dict(likelihood="nb", n_shared=8, n_specific=3, hidden=(8, 8), max_epochs=1, batch_size=64,
+              lr_W=1e-12, prune_masks=False, merge_dependent=None, min_anchors=0, kl_free=0.5, random_state=0)
+    fitted = MSSVAE(mask_init="varimax", **kw).fit(sim.X, sim.study)
+    start = varimax_masks(sim.X, codes, 8, [3, 3, 3], "nb", random_state=0)
+    np.testing.assert_allclose(fitted.module_.W.detach().numpy(), start, atol=1e-6)
+    paper = MSSVAE(**kw).fit(sim.X, sim.study)
+    np.testing.assert_allclose(paper.module_.W.detach().numpy(), 1.0, atol=1e-6)
