@@ -1,7 +1,7 @@
 """Does Eq. 2.4 prefer the true supports to a rotated fit?  A fit started from the truth, scored beside the default.
 
     python benchmarks/replicate.py --kind rnaseq SIM NET --seeds 1 --threads 1 --save-models FITS --out ...
-    python benchmarks/probes/oracle_start.py FITS/seed1 --seed 1 SIM [--out FILE]
+    python benchmarks/probes/oracle_start.py FITS/seed1 --seed 1 SIM [--out FILE] [--save DIR]
 
 (SIM, NET: the settings of benchmarks/README.md, "The GSE68086 shape over ten seeds".)
 
@@ -9,7 +9,8 @@ The default fit starts every mask entry at 1 (Appendix C.2.2).  The oracle start
 settings and seed with W started at the true supports instead: 1 on each true shared module in the
 first K_S columns and on each study's true modules in the first columns of its block, 0 elsewhere.
 Both are then trained identically (the default two ``kl_free`` candidates, the mask check, the
-merge).  Printed: each fit's Eq. 2.4 per sample (``score``, 32 draws) and its §4.2 scores.  If the
+merge).  Printed: each fit's Eq. 2.4 per sample and its terms (``training.evaluate_bound``, 32
+draws, as ``score``), and its §4.2 scores; ``--save DIR`` keeps the oracle-start fit.  If the
 oracle start ends with the higher bound, the rotations of item 23 are a failure of the optimisation,
 which the objective would not choose; if lower, the objective itself prefers them.
 """
@@ -30,6 +31,7 @@ from platelet_size import saved_fit_and_data  # noqa: E402
 
 from mssvae import MSSVAE  # noqa: E402
 from mssvae.metrics import evaluate_simulation  # noqa: E402
+from mssvae.training import evaluate_bound  # noqa: E402
 
 if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
     sys.exit(print(__doc__))
@@ -56,12 +58,26 @@ def scores(sim, model) -> dict:
     return {k: round(float(res[k]), 3) for k in ("shared_consensus", "group_consensus", "n_shared_est")}
 
 
+def bound_terms(model, sim) -> dict:
+    """Eq. 2.4 per sample and its terms, as ``model.score(n_draws=32)`` computes them."""
+    Xt, st = model._prepare(sim.X, sim.study)
+    out = evaluate_bound(model.module_, Xt, st, model._score_settings(), 32, 1024, int(model.random_state),
+                         model._feature_chunk(1024))
+    return {k: round(float(v), 3) for k, v in out.items()}
+
+
+def pop_option(name: str):
+    """The value of ``name`` in sys.argv, removed from it (saved_fit_and_data parses the rest)."""
+    if name not in sys.argv:
+        return None
+    i = sys.argv.index(name)
+    value = sys.argv[i + 1]
+    del sys.argv[i:i + 2]
+    return Path(value)
+
+
 def main() -> None:
-    out = None
-    if "--out" in sys.argv:   # saved_fit_and_data parses the rest
-        i = sys.argv.index("--out")
-        out = Path(sys.argv[i + 1])
-        del sys.argv[i:i + 2]
+    out, save = pop_option("--out"), pop_option("--save")
     torch.set_num_threads(1)
     sim, default = saved_fit_and_data(__doc__)
     settings = {k: v for k, v in default.get_params().items()}
@@ -69,9 +85,11 @@ def main() -> None:
     oracle._oracle = sim
     t0 = time.perf_counter()
     oracle.fit(sim.X, sim.study)
+    if save:
+        oracle.save(save, overwrite=True)
     row = {"seed": int(sys.argv[sys.argv.index("--seed") + 1]), "seconds_oracle": round(time.perf_counter() - t0, 1)}
     for name, model in (("default", default), ("oracle_start", oracle)):
-        row[f"bound_{name}"] = round(model.score(sim.X, sim.study, n_draws=32), 3)
+        row.update({f"{k}_{name}": v for k, v in bound_terms(model, sim).items()})
         row[f"kl_free_{name}"] = model.kl_free_
         row.update({f"{k}_{name}": v for k, v in scores(sim, model).items()})
     row["settings"] = json.dumps({k: v for k, v in settings.items() if v is not None}, default=str)
