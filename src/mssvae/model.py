@@ -281,7 +281,8 @@ class MSSVAE(BaseEstimator):
         log-normalised, study-centred data (:func:`mssvae.initialisation.varimax_masks`): a
         component whose scores vary in one study alone starts a column of that study, the others
         shared columns.  It gives the columns distinct gene sets from the first step, against the
-        rotated pairs of item 25 (docs/design.md, "Counts (NB)").
+        rotated pairs of shared columns that W = 1 leaves in small count cohorts (docs/design.md,
+        "Counts (NB)", items 23 and 25).
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -779,7 +780,8 @@ class MSSVAE(BaseEstimator):
                             self.likelihood, self._normalize_decoder)
 
     def _initialise(self, module: MSSVAEModule, X: np.ndarray) -> None:
-        """Starting values of the likelihood parameters (Appendix C.2.2) and the output bias.
+        """Starting values of the likelihood parameters (Appendix C.2.2), the output bias and, with
+        ``mask_init="varimax"``, the masks.
 
         σ² starts at the 5 % quantile of the feature variances; φ by moments.  The paper keeps
         PyTorch's default for the decoder; we start each feature's output bias at the value that
