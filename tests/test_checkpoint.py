@@ -204,12 +204,16 @@ def test_each_kl_free_candidate_checkpoints_in_its_own_folder_and_a_finished_one
 
     sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
     kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=3, batch_size=32)
-    first = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)   # NB default: kl_free 0.5 and 0
-    assert all((tmp_path / f"kl_free={v}" / CHECKPOINT_FILE).is_file() for v in ("0.5", "0"))
+    # NB default: W = 1 with kl_free 0.5 and 0, the varimax start with 0.5 (items 18, 26)
+    first = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)
+    folders = ("mask_init=ones/kl_free=0.5", "mask_init=ones/kl_free=0", "mask_init=varimax/kl_free=0.5")
+    assert all((tmp_path / f / CHECKPOINT_FILE).is_file() for f in folders)
+    assert not (tmp_path / "mask_init=varimax/kl_free=0").exists()
     with caplog.at_level("WARNING", logger="mssvae"):
         again = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)
-    assert caplog.text.count("after epoch 3 of 3") == 2
+    assert caplog.text.count("after epoch 3 of 3") == 3
     assert again.candidate_scores_ == first.candidate_scores_ and again.kl_free_ == first.kl_free_
+    assert again.start_scores_ == first.start_scores_ and again.mask_init_ == first.mask_init_
     np.testing.assert_array_equal(again.W_shared_, first.W_shared_)
 
 
@@ -220,14 +224,15 @@ def test_an_interrupted_candidate_is_kept_and_the_others_are_not_trained(monkeyp
     calls = []
     train_once = MSSVAE._train_once
 
-    def interrupted(self, s, seed, kl_free, *args):   # as after Ctrl-C in the first candidate's training
+    def interrupted(self, s, seed, start, masks, kl_free, *args):   # as after Ctrl-C in the first candidate's training
         calls.append(kl_free)
-        return dict(train_once(self, s, seed, kl_free, *args), converged_=False, interrupted=True)
+        return dict(train_once(self, s, seed, start, masks, kl_free, *args), converged_=False, interrupted=True)
 
     monkeypatch.setattr(MSSVAE, "_train_once", interrupted)
     model = MSSVAE(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=2, batch_size=32, n_init=2)
     model.fit(sim.X, sim.study)
     assert calls == [0.5] and model.kl_free_ == 0.5 and not model.converged_ and model.candidate_scores_ == {}
+    assert model.mask_init_ == "ones" and model.start_scores_ == {}
     assert np.isnan(model.init_scores_).all() and model.init_seed_ == 0   # the second restart never ran
 
 

@@ -52,6 +52,13 @@ def test_the_same_seed_gives_the_same_start(counts):
     np.testing.assert_array_equal(a, b)
 
 
+def test_any_integer_seed_is_taken(counts):
+    # restart seeds (model.restart_seeds) reach 2**63; randomized_svd alone takes seeds below 2**32
+    sim, codes = counts
+    for seed in (2**63 - 1, -5):
+        assert varimax_masks(sim.X, codes, 8, [3, 3, 3], "nb", random_state=seed).shape == (300, 17)
+
+
 def test_fewer_components_than_columns_leave_the_rest_at_one():
     # 6 samples in 2 studies allow N - M = 4 components for 2 + 2 + 2 columns: two start at the paper's 1.
     rng = np.random.default_rng(0)
@@ -69,5 +76,41 @@ def test_the_fit_starts_from_the_varimax_masks(counts):
     fitted = MSSVAE(mask_init="varimax", **kw).fit(sim.X, sim.study)
     start = varimax_masks(sim.X, codes, 8, [3, 3, 3], "nb", random_state=0)
     np.testing.assert_allclose(fitted.module_.W.detach().numpy(), start, atol=1e-6)
-    paper = MSSVAE(**kw).fit(sim.X, sim.study)
+    paper = MSSVAE(mask_init="ones", **kw).fit(sim.X, sim.study)
     np.testing.assert_allclose(paper.module_.W.detach().numpy(), 1.0, atol=1e-6)
+
+
+def test_auto_fits_both_starts_and_keeps_the_higher_eq24_bound(tmp_path, monkeypatch):
+    # docs/design.md, item 26: for counts, W = 1 with kl_free 0.5 and 0 and the varimax start with 0.5,
+    # from one seed; the fit with the higher Eq. 2.4 bound is kept and equals the one its settings train alone.
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32)
+    trained = []
+    train_once = MSSVAE._train_once
+
+    def recording(self, s, seed, start, masks, kl_free, *args):
+        trained.append((start, kl_free))
+        return train_once(self, s, seed, start, masks, kl_free, *args)
+
+    monkeypatch.setattr(MSSVAE, "_train_once", recording)
+    auto = MSSVAE(**kw).fit(sim.X, sim.study)
+    assert trained == [("ones", 0.5), ("ones", 0.0), ("varimax", 0.5)]
+    singles = {key: MSSVAE(mask_init=key[0], kl_free=key[1], **kw).fit(sim.X, sim.study) for key in trained[:3]}
+    scores = {key: m.score(sim.X, sim.study) for key, m in singles.items()}
+    best = max(scores, key=scores.get)
+    assert (auto.mask_init_, auto.kl_free_) == best
+    np.testing.assert_array_equal(auto.module_.W.detach().numpy(), singles[best].module_.W.detach().numpy())
+    assert auto.start_scores_ == pytest.approx({"ones": max(scores["ones", 0.5], scores["ones", 0.0]),
+                                                "varimax": scores["varimax", 0.5]})
+    assert auto.candidate_scores_ == ({} if best[0] == "varimax" else
+                                      pytest.approx({0.5: scores["ones", 0.5], 0.0: scores["ones", 0.0]}))
+    # an explicit kl_free is fitted from both starts; Gaussian data keep the paper's start alone
+    trained.clear()
+    MSSVAE(kl_free=0.5, **kw).fit(sim.X, sim.study)
+    assert trained == [("ones", 0.5), ("varimax", 0.5)]
+    trained.clear()
+    gauss = MSSVAE(**dict(kw, likelihood="gaussian")).fit(np.log1p(sim.X), sim.study)
+    assert trained == [("ones", 0.5)] and gauss.mask_init_ == "ones" and gauss.start_scores_ == {}
+    auto.save(tmp_path / "fit")
+    again = MSSVAE.load(tmp_path / "fit")
+    assert again.mask_init_ == auto.mask_init_ and again.start_scores_ == pytest.approx(auto.start_scores_)

@@ -237,6 +237,10 @@ def _fit_summary(model, seconds: float) -> list[str]:
     if scores:
         each = ", ".join(f"kl_free={k:g}: {v:.2f}" for k, v in scores.items())
         lines.append(f"kept kl_free={model.kl_free_:g}, the higher Eq. 2.4 bound per sample ({each})")
+    starts = getattr(model, "start_scores_", {})
+    if starts:
+        each = ", ".join(f"{k}: {v:.2f}" for k, v in starts.items())
+        lines.append(f"kept mask_init={model.mask_init_}, the higher Eq. 2.4 bound per sample ({each})")
     inits = np.asarray(getattr(model, "init_scores_", []))
     if inits.size > 1 and np.isfinite(inits).all():
         each = ", ".join(f"{v:.2f}" for v in inits)
@@ -361,9 +365,10 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
 @click.option("--dispersion-warmup", type=_WARMUP, default=None,
               help="Share of the epochs with one inverse dispersion for all genes: auto (default: the λ0 "
                    "annealing period, 0.3, for nb; 0 for gaussian) or a number in [0, 1].")
-@click.option("--mask-init", type=click.Choice(["ones", "varimax"]), default=None,
-              help="Starting masks: ones (default, the paper's W = 1) or varimax (each column from one "
-                   "varimax-rotated principal component; docs/design.md, item 25).")
+@click.option("--mask-init", type=click.Choice(["auto", "ones", "varimax"]), default=None,
+              help="Starting masks: ones (the paper's W = 1), varimax (each column from one varimax-rotated "
+                   "principal component; docs/design.md, item 25) or auto (default: for nb, fit from both "
+                   "and keep the higher Eq. 2.4 bound, item 26; ones for gaussian).")
 @click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set, and fold a factor that is a function of two others "

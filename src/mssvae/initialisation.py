@@ -79,7 +79,8 @@ def varimax_masks(X: np.ndarray, codes: np.ndarray, n_shared: int, n_specific: l
     W0 = np.ones((G, K_total))
     if k < 1:
         return W0
-    _, s, vt = randomized_svd(Y, k, random_state=random_state)
+    # randomized_svd takes seeds below 2**32; a model's seed (a restart's too) may be any integer
+    _, s, vt = randomized_svd(Y, k, random_state=int(random_state) % 2**32)
     L = varimax(vt.T * s)
     scores = Y @ np.linalg.pinv(L).T                          # (N, k)
     var = np.stack([scores[codes == m].var(0) if (codes == m).sum() > 1 else np.full(k, np.nan)

@@ -75,6 +75,17 @@ KL_FREE = 0.5
 # with 7 groups; in every pair we fitted, the bound was higher for the fit with the better recovery
 # (docs/design.md, "Counts (NB)", item 18).  It doubles the NB training time; pass kl_free=0.5 for one fit.
 KL_FREE_CANDIDATES = (KL_FREE, 0.0)
+# mask_init="auto" (NB): also fit from the varimax start (mssvae.initialisation) and keep the higher
+# Eq. 2.4 bound, as kl_free="auto" does.  At the GSE68086 shape (N = 285, 7 groups, 6 seeds) the
+# paper's W = 1 left rotated pairs of shared columns in 5 seeds and the varimax fits had the higher
+# bound there (median shared / group consensus 0.67 / 0.83 → 0.90 / 0.89 with the choice); at
+# N = 600 (2 seeds) the W = 1 fits were better and had the higher bound, so the choice kept them
+# (docs/design.md, "Counts (NB)", items 25-26).  Gaussian: W = 1 alone (the paper's level on §4.1;
+# the varimax start is unmeasured there).
+MASK_INIT_CANDIDATES = ("ones", "varimax")
+# Under kl_free="auto" the varimax start is fitted with kl_free=0.5 alone: its kl_free=0 fit had the
+# lower bound in all 8 seeds above (by 15-150 nats per sample), so the choice costs 3 trainings, not 4.
+VARIMAX_KL_FREE = (KL_FREE,)
 # prune_masks=True: after training, each entry with |w| > 0.5 is compared with w = 0 under Eq. 2.4
 # (mssvae.pruning).  On the GSE68086-shaped NB simulation the fits hold entries the decoder ignores
 # (gain from keeping them ≈ −40 nats against hundreds for real entries); they filled the columns of
@@ -133,6 +144,25 @@ def _kl_free_candidates(value, likelihood: str, kl_weight: float) -> tuple[float
     else:
         values = (val.check_positive_float(value, "kl_free", allow_zero=True),)
     return values[:1] if kl_weight == 1.0 else values
+
+
+def _mask_init_candidates(value, likelihood: str) -> tuple[str, ...]:
+    """The starting masks to fit from, in order (``mask_init``: "auto", a name or a sequence of names)."""
+    if isinstance(value, str) and value == "auto":
+        return MASK_INIT_CANDIDATES if likelihood == "nb" else ("ones",)
+    names = tuple(value) if isinstance(value, (list, tuple)) and len(value) > 0 else (value,)
+    for v in names:
+        if not (isinstance(v, str) and v in MASK_INIT_CANDIDATES):
+            raise ValueError(f"`mask_init` must be 'auto', 'ones', 'varimax' or a sequence of the two; got {value!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"`mask_init` lists a start twice: {list(names)!r}")
+    return names
+
+
+def _fit_plan(starts: tuple[str, ...], kl_free: tuple[float, ...], kl_free_auto: bool) -> list[tuple[str, float]]:
+    """The (mask_init, kl_free) pair of each training of one restart, in order."""
+    return [(start, k) for start in starts
+            for k in (VARIMAX_KL_FREE if kl_free_auto and start == "varimax" and len(kl_free) > 1 else kl_free)]
 
 
 def _auto(value, name: str, auto, expected: str):
@@ -275,14 +305,18 @@ class MSSVAE(BaseEstimator):
         Assumption 1: two anchor features per factor; 0: off).  Such a column is a duplicate or a
         mixture of gene sets that have columns of their own.  ``redundant_factors_`` names them;
         the decoder keeps them (docs/design.md, "Counts (NB)", item 14).
-    mask_init : {"ones", "varimax"}
-        Starting masks.  "ones" (default): every entry of W at 1 (Appendix C.2.2).  "varimax": each
-        column starts at the |loadings| of one varimax-rotated principal component of the
+    mask_init : {"auto", "ones", "varimax"} or a sequence of "ones" and "varimax"
+        Starting masks.  "ones": every entry of W at 1 (Appendix C.2.2).  "varimax": each column
+        starts at the |loadings| of one varimax-rotated principal component of the
         log-normalised, study-centred data (:func:`mssvae.initialisation.varimax_masks`): a
         component whose scores vary in one study alone starts a column of that study, the others
         shared columns.  It gives the columns distinct gene sets from the first step, against the
         rotated pairs of shared columns that W = 1 leaves in small count cohorts (docs/design.md,
-        "Counts (NB)", items 23 and 25).
+        "Counts (NB)", items 23 and 25).  Several: one fit from each start (each with every
+        ``kl_free`` value) from the same seed, and the fit with the higher Eq. 2.4 bound is kept
+        (``mask_init_``, ``start_scores_``).  "auto" (default): both for NB data, with the varimax
+        start fitted at kl_free=0.5 alone when ``kl_free="auto"`` (3 trainings in all); "ones" for
+        Gaussian data.  Neither start suits every data set (docs/design.md, item 26).
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -335,9 +369,11 @@ class MSSVAE(BaseEstimator):
         composite_columns_ : the same as column indices
     pruned_entries_ : int, mask entries set to 0 by ``prune_masks``
     kl_free_ : float, the ``kl_free`` of the fit kept;  candidate_scores_ : dict {kl_free: Eq. 2.4 per
-        sample on the training data} when several were fitted, else empty (for the restart kept)
+        sample on the training data} when several were fitted, else empty (for the restart and start kept)
+    mask_init_ : str, the start of the fit kept ("ones" or "varimax");  start_scores_ : dict {start:
+        its best Eq. 2.4 per sample} when several starts were fitted, else empty (for the restart kept)
     init_scores_ : ndarray (n_init,), Eq. 2.4 per sample of each restart's kept fit (NaN for a restart
-        not run after an interruption; empty when ``n_init=1`` and one ``kl_free``: nothing was compared)
+        not run after an interruption; empty when ``n_init=1`` and one training: nothing was compared)
     init_seed_ : int, the seed of the fit kept (``MSSVAE(random_state=init_seed_)`` trains it alone)
     factor_kl_ : ndarray (K_S + Σ K_m,), mean KL of each factor's posterior from its prior, in
         nats, over the samples that own it; ≈ 0 for factors the model does not use
@@ -352,7 +388,7 @@ class MSSVAE(BaseEstimator):
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free="auto",
                  n_init=1, feature_subsample=1.0, lr_decay="auto", normalize_decoder=None,
                  merge_dependent="auto", prune_masks=True, min_anchors=MIN_ANCHORS, dispersion_init="auto",
-                 dispersion_warmup="auto", mask_init="ones",
+                 dispersion_warmup="auto", mask_init="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
                  device="auto", precision="auto", random_state=0, verbose=False):
         self.n_shared = n_shared
@@ -467,9 +503,8 @@ class MSSVAE(BaseEstimator):
         warmup = _auto(self.dispersion_warmup, "dispersion_warmup", annealing if likelihood == "nb" else 0.0,
                        "a share in [0, 1]")
         s["dispersion_warmup"] = val.check_fraction(warmup, "dispersion_warmup", allow_zero=True, of="the epochs")
-        if not (isinstance(self.mask_init, str) and self.mask_init in ("ones", "varimax")):
-            raise ValueError(f"`mask_init` must be 'ones' or 'varimax'; got {self.mask_init!r}")
-        s["mask_init"] = self.mask_init
+        s["mask_init"] = _mask_init_candidates(self.mask_init, likelihood)
+        s["plan"] = _fit_plan(s["mask_init"], s["kl_free"], isinstance(self.kl_free, str))
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
             mode = "calibrated" if likelihood == "nb" else "fixed"
@@ -559,9 +594,11 @@ class MSSVAE(BaseEstimator):
         self._n_specific = s["n_specific"]
         self._hidden = s["hidden"]
         self._data_priors = self._empirical_priors(X, s)
-        # one start for every restart and kl_free candidate: it depends on the data alone
-        self._mask_start = None if s["mask_init"] == "ones" else varimax_masks(
-            X, codes, s["n_shared"], s["n_specific"], s["likelihood"], int(self.random_state))
+        # one varimax start for every restart and kl_free candidate: it depends on the data alone
+        starts = {"ones": None}
+        if "varimax" in s["mask_init"]:
+            starts["varimax"] = varimax_masks(X, codes, s["n_shared"], s["n_specific"], s["likelihood"],
+                                              int(self.random_state))
         device = self._resolve_device()
         self.device_ = str(device)
 
@@ -569,27 +606,30 @@ class MSSVAE(BaseEstimator):
         st = torch.as_tensor(codes, device=device)
         if checkpoint_dir is not None and _rank() is not None:
             raise ValueError("`checkpoint_dir` is not supported in data-parallel (torch.distributed) fits")
-        candidates, n_init = s["kl_free"], s["n_init"]
-        compared = n_init > 1 or len(candidates) > 1   # fits are scored only when there is a choice
-        self.candidate_scores_, self.init_scores_ = {}, np.full(n_init if compared else 0, np.nan)
+        plan, n_init = s["plan"], s["n_init"]
+        several_kl = len({k for _, k in plan}) > 1   # kl_free in the checkpoint folders' names
+        compared = n_init > 1 or len(plan) > 1   # fits are scored only when there is a choice
+        self.candidate_scores_, self.start_scores_ = {}, {}
+        self.init_scores_ = np.full(n_init if compared else 0, np.nan)
         best, interrupted = None, False
         for r, seed in enumerate(restart_seeds(int(self.random_state), n_init)):
             kept, scores = None, {}
-            for kl_free in candidates:
-                # A restart's candidates start from its seed: the same initial parameters and
-                # batches, so they differ only in kl_free (docs/design.md, "Counts (NB)", item 18).
-                parts = [f"init={r}"] * (n_init > 1) + [f"kl_free={kl_free:g}"] * (len(candidates) > 1)
+            for start, kl_free in plan:
+                # A restart's candidates start from its seed: the same initial parameters (masks aside)
+                # and batches, so they differ only in the start and kl_free (docs/design.md, items 18, 26).
+                parts = ([f"init={r}"] * (n_init > 1) + [f"mask_init={start}"] * (len(s["mask_init"]) > 1)
+                         + [f"kl_free={kl_free:g}"] * several_kl)
                 folder = None if checkpoint_dir is None else Path(checkpoint_dir).joinpath(*parts)
-                fitted = self._train_once(s, seed, kl_free, X, codes, Xt, st, device, folder, checkpoint_every)
+                fitted = self._train_once(s, seed, start, starts[start], kl_free, X, codes, Xt, st, device, folder,
+                                          checkpoint_every)
                 if fitted["interrupted"]:   # Ctrl-C: stop here, keep this fit as it is
                     best, interrupted = fitted, True
                     break
                 if compared:
                     fitted["score"] = self.score(X, study)
-                    logger.info("restart %d (seed %d), kl_free=%g: Eq. 2.4 per sample %.4f", r, seed, kl_free,
-                                fitted["score"])
-                    if len(candidates) > 1:
-                        scores[kl_free] = fitted["score"]
+                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g: Eq. 2.4 per sample %.4f", r, seed,
+                                start, kl_free, fitted["score"])
+                    scores[start, kl_free] = fitted["score"]
                 if kept is None or fitted["score"] > kept["score"]:
                     kept = fitted
             if interrupted:
@@ -597,9 +637,14 @@ class MSSVAE(BaseEstimator):
             if compared:
                 self.init_scores_[r] = kept["score"]
             if best is None or kept["score"] > best["score"]:
-                best, self.candidate_scores_ = kept, scores
+                best = kept
+                # kl_free's scores for the start kept (when it had several); each start's best score
+                own = {k: v for (m, k), v in scores.items() if m == kept["mask_init_"]}
+                self.candidate_scores_ = own if len(own) > 1 else {}
+                self.start_scores_ = {m: max(v for (m2, _), v in scores.items() if m2 == m)
+                                      for m in s["mask_init"] if len(s["mask_init"]) > 1}
         for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_", "init_seed_",
-                    "lambda1_"):
+                    "lambda1_", "mask_init_"):
             setattr(self, key, best[key])
         W = self.module_.W.detach().cpu().numpy()
         # transform needs only the module, not the fitted attributes
@@ -614,15 +659,16 @@ class MSSVAE(BaseEstimator):
         self._warn_small_studies(np.bincount(codes, minlength=len(labels)))
         return self
 
-    def _train_once(self, s: dict, seed: int, kl_free: float, X, codes, Xt, st, device, checkpoint_dir,
-                    checkpoint_every) -> dict:
-        """Build, train and prune one module from ``seed`` with this ``kl_free``; the fitted state as a dict.
+    def _train_once(self, s: dict, seed: int, start: str, masks, kl_free: float, X, codes, Xt, st, device,
+                    checkpoint_dir, checkpoint_every) -> dict:
+        """Build, train and prune one module from ``seed``, the starting ``masks`` (None: W = 1) and this
+        ``kl_free``; the fitted state as a dict.
 
         Sets ``module_`` (``score`` reads it); a diverged fit raises with its last good state set."""
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             module = self._build_module(s["n_shared"])
-            self._initialise(module, X)
+            self._initialise(module, X, masks)
             module.to(device)
             self.module_ = module
             cfg = TrainingConfig(
@@ -652,7 +698,7 @@ class MSSVAE(BaseEstimator):
             try:
                 result = train(module, Xt, st, cfg, gen, resume=resume, on_epoch_end=on_epoch_end)
             except TrainingDivergedError as err:
-                self.converged_, self.kl_free_, self.init_seed_ = False, kl_free, seed
+                self.converged_, self.kl_free_, self.init_seed_, self.mask_init_ = False, kl_free, seed, start
                 self.history_ = pd.DataFrame(err.history)
                 self.lambda1_ = _last_lambda1(self.history_, s)
                 self._set_fitted_attributes(s)
@@ -680,7 +726,7 @@ class MSSVAE(BaseEstimator):
         return {"module_": module, "history_": history, "prior_weight_": prior_weight,
                 # A blown-up fit trained to the end but is no fit: not converged, though not interrupted.
                 "converged_": converged and result.stop_reason != "blew up", "interrupted": interrupted,
-                "pruned_entries_": pruned, "kl_free_": kl_free,
+                "pruned_entries_": pruned, "kl_free_": kl_free, "mask_init_": start,
                 "init_seed_": seed, "lambda1_": self.lambda1_, "score": -math.inf}
 
     def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int):
@@ -779,9 +825,9 @@ class MSSVAE(BaseEstimator):
         return MSSVAEModule(self.n_features_in_, n_shared, self._n_specific, self._hidden,
                             self.likelihood, self._normalize_decoder)
 
-    def _initialise(self, module: MSSVAEModule, X: np.ndarray) -> None:
-        """Starting values of the likelihood parameters (Appendix C.2.2), the output bias and, with
-        ``mask_init="varimax"``, the masks.
+    def _initialise(self, module: MSSVAEModule, X: np.ndarray, masks: np.ndarray | None = None) -> None:
+        """Starting values of the likelihood parameters (Appendix C.2.2), the output bias and the
+        masks (``masks``, (G, K_S + Σ K_m); None keeps the paper's W = 1).
 
         σ² starts at the 5 % quantile of the feature variances; φ by moments.  The paper keeps
         PyTorch's default for the decoder; we start each feature's output bias at the value that
@@ -804,8 +850,8 @@ class MSSVAE(BaseEstimator):
                 lib_mean, lib_var = self._data_priors["library"]
                 module.encoder_library.mean.bias.fill_(lib_mean)
                 module.encoder_library.log_var.bias.fill_(math.log(lib_var))
-            if getattr(self, "_mask_start", None) is not None:
-                module.W.copy_(torch.as_tensor(self._mask_start, dtype=module.W.dtype))
+            if masks is not None:
+                module.W.copy_(torch.as_tensor(masks, dtype=module.W.dtype))
 
     def _fitted_lambda1(self) -> float:
         """The slab penalty of this fit: ``lambda1_``, or the hyperparameter when no fit has set it."""
@@ -1075,6 +1121,8 @@ class MSSVAE(BaseEstimator):
             "pruned_entries": int(getattr(self, "pruned_entries_", 0)),
             "lambda1": self._fitted_lambda1(),
             "kl_free": getattr(self, "kl_free_", None),
+            "mask_init": getattr(self, "mask_init_", None),
+            "start_scores": [[k, float(v)] for k, v in getattr(self, "start_scores_", {}).items()],
             "candidate_scores": [[float(k), float(v)] for k, v in getattr(self, "candidate_scores_", {}).items()],
             "init_scores": np.asarray(getattr(self, "init_scores_", [])).tolist(),
             "init_seed": getattr(self, "init_seed_", None),
@@ -1128,6 +1176,7 @@ class MSSVAE(BaseEstimator):
         params["device"] = device
         # Saved before lr_decay existed: those fits trained at constant rates.
         params.setdefault("lr_decay", 0.0)
+        params.setdefault("mask_init", "ones")   # saved before it existed: the paper's W = 1
         model = cls(**params)
         model.studies_ = meta["studies"]
         model.feature_names_in_ = np.asarray(meta["feature_names"])
@@ -1151,6 +1200,9 @@ class MSSVAE(BaseEstimator):
         # Saved before λ1 could be empirical: the hyperparameter is the value used.
         model.lambda1_ = float(meta.get("lambda1", params["lambda1"]))
         model.kl_free_ = meta.get("kl_free")
+        # Saved before mask_init="auto": the start is the hyperparameter.
+        model.mask_init_ = meta.get("mask_init") or params["mask_init"]
+        model.start_scores_ = {k: v for k, v in meta.get("start_scores", [])}
         model.candidate_scores_ = {k: v for k, v in meta.get("candidate_scores", [])}
         model.init_scores_ = np.asarray(meta.get("init_scores", []), dtype=float)
         model.init_seed_ = meta.get("init_seed", model.random_state)
