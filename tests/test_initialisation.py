@@ -104,10 +104,14 @@ def test_auto_fits_both_starts_and_keeps_the_higher_eq24_bound(tmp_path, monkeyp
                                                 "varimax": scores["varimax", 0.5]})
     assert auto.candidate_scores_ == ({} if best[0] == "varimax" else
                                       pytest.approx({0.5: scores["ones", 0.5], 0.0: scores["ones", 0.0]}))
-    # an explicit kl_free is fitted from both starts; Gaussian data keep the paper's start alone
+    # a kl_free given by hand asks for one training (the CPU recipe), unless both starts are named
     trained.clear()
-    MSSVAE(kl_free=0.5, **kw).fit(sim.X, sim.study)
-    assert trained == [("ones", 0.5), ("varimax", 0.5)]
+    one = MSSVAE(kl_free=0.5, **kw).fit(sim.X, sim.study)
+    assert trained == [("ones", 0.5)] and one.mask_init_ == "ones" and one.start_scores_ == {}
+    trained.clear()
+    MSSVAE(kl_free=0.5, mask_init=("varimax", "ones"), **kw).fit(sim.X, sim.study)
+    assert trained == [("varimax", 0.5), ("ones", 0.5)]
+    # Gaussian data keep the paper's start alone
     trained.clear()
     gauss = MSSVAE(**dict(kw, likelihood="gaussian")).fit(np.log1p(sim.X), sim.study)
     assert trained == [("ones", 0.5)] and gauss.mask_init_ == "ones" and gauss.start_scores_ == {}

@@ -81,7 +81,7 @@ KL_FREE_CANDIDATES = (KL_FREE, 0.0)
 # bound there (median shared / group consensus 0.67 / 0.83 → 0.90 / 0.89 with the choice); at
 # N = 600 (2 seeds) the W = 1 fits were better and had the higher bound, so the choice kept them
 # (docs/design.md, "Counts (NB)", items 25-26).  Gaussian: W = 1 alone (the paper's level on §4.1;
-# the varimax start is unmeasured there).
+# the varimax start is unmeasured there).  Only with kl_free="auto": kl_free=0.5 stays one training.
 MASK_INIT_CANDIDATES = ("ones", "varimax")
 # Under kl_free="auto" the varimax start is fitted with kl_free=0.5 alone: its kl_free=0 fit had the
 # lower bound in all 8 seeds above (by 15-150 nats per sample), so the choice costs 3 trainings, not 4.
@@ -146,10 +146,13 @@ def _kl_free_candidates(value, likelihood: str, kl_weight: float) -> tuple[float
     return values[:1] if kl_weight == 1.0 else values
 
 
-def _mask_init_candidates(value, likelihood: str) -> tuple[str, ...]:
-    """The starting masks to fit from, in order (``mask_init``: "auto", a name or a sequence of names)."""
+def _mask_init_candidates(value, likelihood: str, kl_free_auto: bool) -> tuple[str, ...]:
+    """The starting masks to fit from, in order (``mask_init``: "auto", a name or a sequence of names).
+
+    "auto" compares the starts only in the NB default fit (``kl_free="auto"`` too): a kl_free given
+    by hand asks for one training, and the single-fit recipes (the CPU recipe's kl_free=0.5) keep it."""
     if isinstance(value, str) and value == "auto":
-        return MASK_INIT_CANDIDATES if likelihood == "nb" else ("ones",)
+        return MASK_INIT_CANDIDATES if likelihood == "nb" and kl_free_auto else ("ones",)
     names = tuple(value) if isinstance(value, (list, tuple)) and len(value) > 0 else (value,)
     for v in names:
         if not (isinstance(v, str) and v in MASK_INIT_CANDIDATES):
@@ -314,9 +317,10 @@ class MSSVAE(BaseEstimator):
         rotated pairs of shared columns that W = 1 leaves in small count cohorts (docs/design.md,
         "Counts (NB)", items 23 and 25).  Several: one fit from each start (each with every
         ``kl_free`` value) from the same seed, and the fit with the higher Eq. 2.4 bound is kept
-        (``mask_init_``, ``start_scores_``).  "auto" (default): both for NB data, with the varimax
-        start fitted at kl_free=0.5 alone when ``kl_free="auto"`` (3 trainings in all); "ones" for
-        Gaussian data.  Neither start suits every data set (docs/design.md, item 26).
+        (``mask_init_``, ``start_scores_``).  "auto" (default): with NB data and ``kl_free="auto"``
+        (the NB defaults), W = 1 with kl_free 0.5 and 0 and the varimax start with 0.5, 3 trainings in
+        all; otherwise "ones", so a kl_free given by hand (``kl_free=0.5``: one training) keeps one
+        start.  Neither start suits every data set (docs/design.md, item 26).
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -503,7 +507,7 @@ class MSSVAE(BaseEstimator):
         warmup = _auto(self.dispersion_warmup, "dispersion_warmup", annealing if likelihood == "nb" else 0.0,
                        "a share in [0, 1]")
         s["dispersion_warmup"] = val.check_fraction(warmup, "dispersion_warmup", allow_zero=True, of="the epochs")
-        s["mask_init"] = _mask_init_candidates(self.mask_init, likelihood)
+        s["mask_init"] = _mask_init_candidates(self.mask_init, likelihood, isinstance(self.kl_free, str))
         s["plan"] = _fit_plan(s["mask_init"], s["kl_free"], isinstance(self.kl_free, str))
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
