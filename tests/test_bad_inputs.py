@@ -274,6 +274,8 @@ CASES = [
          "`dispersion_init` must be 'auto', 'moments' or a positive number; got 'poisson'"),
     case("mask_init-text", lambda: fit(mask_init="pca"), ValueError,
          "`mask_init` must be 'auto', 'ones', 'varimax' or a sequence of the two; got 'pca'"),
+    case("mask_init-twice", lambda: fit(mask_init=("ones", "ones")), ValueError,
+         "`mask_init` lists a start twice: ['ones', 'ones']"),
     case("dispersion_warmup-over-1", lambda: fit(dispersion_warmup=1.5), ValueError,
          "`dispersion_warmup` must be in [0, 1] (a share of the epochs); got 1.5"),
     case("dispersion_warmup-text", lambda: fit(dispersion_warmup="yes"), ValueError,
