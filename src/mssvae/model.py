@@ -80,8 +80,9 @@ KL_FREE_CANDIDATES = (KL_FREE, 0.0)
 # paper's W = 1 left rotated pairs of shared columns in 5 seeds and the varimax fits had the higher
 # bound there (median shared / group consensus 0.67 / 0.83 → 0.90 / 0.89 with the choice); at
 # N = 600 the W = 1 fits were better where both were scored (2 seeds) and the choice kept W = 1 in 4 of 4
-# (docs/design.md, "Counts (NB)", items 25-26).  Gaussian: W = 1 alone (the paper's level on §4.1;
-# the varimax start is unmeasured there).  Only with kl_free="auto": kl_free=0.5 stays one training.
+# (docs/design.md, "Counts (NB)", items 25-26).  Gaussian: W = 1 alone (the paper's level on §4.1,
+# where the varimax start lowered shared consensus in 4 of 4 seeds, 0.81 → 0.61-0.67).  Only with
+# kl_free="auto": kl_free=0.5 stays one training.
 MASK_INIT_CANDIDATES = ("ones", "varimax")
 # Under kl_free="auto" the varimax start is fitted with kl_free=0.5 alone: its kl_free=0 fit had the
 # lower bound in all 8 seeds above (by 15-150 nats per sample), so the choice costs 3 trainings, not 4.
