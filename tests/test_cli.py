@@ -92,6 +92,9 @@ def test_fit_h5ad_counts_layer_and_odd_study_labels(tmp_path):
     assert params["likelihood"] == "nb" and params["hidden"] == (8, 8) and params["max_epochs"] == 3
     # options not given stay at the model's defaults (Table 2 is filled in by the model)
     assert params["lr"] is None and params["lr_W"] is None and params["prior_weight"] == "auto"
+    # the NB default compares both starts (design.md item 26); the result records which was kept
+    uns = ad.read_h5ad(out / "result.h5ad").uns["mssvae"]
+    assert set(uns["start_scores"]) == {"ones", "varimax"} and uns["mask_init"] in uns["start_scores"]
 
 
 def test_a_diverged_fit_writes_its_last_finite_state_before_the_error(csv_file, tmp_path, monkeypatch):
