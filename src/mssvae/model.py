@@ -79,7 +79,7 @@ KL_FREE_CANDIDATES = (KL_FREE, 0.0)
 # Eq. 2.4 bound, as kl_free="auto" does.  At the GSE68086 shape (N = 285, 7 groups, 6 seeds) the
 # paper's W = 1 left rotated pairs of shared columns in 5 seeds and the varimax fits had the higher
 # bound there (median shared / group consensus 0.67 / 0.83 → 0.90 / 0.89 with the choice); at
-# N = 600 the W = 1 fits were better where both were scored (2 seeds) and the choice kept W = 1 in 4 of 4
+# N = 600 the W = 1 fits were better where both were scored (2 seeds) and the choice kept W = 1 in 5 of 5
 # (docs/design.md, "Counts (NB)", items 25-26).  Gaussian: W = 1 alone (the paper's level on §4.1,
 # where the varimax start lowered shared consensus in 4 of 4 seeds, 0.81 → 0.61-0.67).  Only with
 # kl_free="auto": kl_free=0.5 stays one training.
