@@ -148,7 +148,7 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "lambda1": float(model.lambda1_),   # the slab penalty used: the fitted one for lambda1="empirical"
         # Keys as text: h5ad stores string-keyed mappings.
         "candidate_scores": {f"{k:g}": float(v) for k, v in getattr(model, "candidate_scores_", {}).items()},
-        "mask_init": str(getattr(model, "mask_init_", model.mask_init)),
+        "mask_init": model.mask_init_,
         "start_scores": {k: float(v) for k, v in getattr(model, "start_scores_", {}).items()},
         "init_scores": np.asarray(getattr(model, "init_scores_", []), dtype=float),
         "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},

@@ -643,11 +643,14 @@ class MSSVAE(BaseEstimator):
                 self.init_scores_[r] = kept["score"]
             if best is None or kept["score"] > best["score"]:
                 best = kept
-                # kl_free's scores for the start kept (when it had several); each start's best score
-                own = {k: v for (m, k), v in scores.items() if m == kept["mask_init_"]}
+                # kl_free's scores for the start kept, and each start's best, where there was a choice
+                own, by_start = {}, {}
+                for (m, k), v in scores.items():
+                    by_start[m] = max(v, by_start.get(m, -math.inf))
+                    if m == kept["mask_init_"]:
+                        own[k] = v
                 self.candidate_scores_ = own if len(own) > 1 else {}
-                self.start_scores_ = {m: max(v for (m2, _), v in scores.items() if m2 == m)
-                                      for m in s["mask_init"] if len(s["mask_init"]) > 1}
+                self.start_scores_ = by_start if len(by_start) > 1 else {}
         for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_", "init_seed_",
                     "lambda1_", "mask_init_"):
             setattr(self, key, best[key])
