@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import platform
 import time
 from pathlib import Path
@@ -109,7 +110,13 @@ def main() -> None:
     p.add_argument("--save-masks", default=None, help="folder for each seed's estimated W (.npz)")
     p.add_argument("--save-models", default=None,
                    help="folder for each seed's fitted model (MSSVAE.save, as seedS/), for the probes")
+    p.add_argument("--checkpoints", default=None,
+                   help="folder for each seed's training checkpoints (fit's checkpoint_dir, as seedS/): they keep "
+                        "every candidate's history, also of the candidates not kept")
     args = p.parse_args()
+    # the Eq. 2.4 bound of every candidate and restart a fit compares (model.py logs them at INFO)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("mssvae").setLevel(logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings, sim_settings = parse_settings(args.set), parse_settings(args.sim)
@@ -120,7 +127,8 @@ def main() -> None:
     for seed in parse_seeds(args.seeds):
         sim = simulate(random_state=seed, **sim_settings)
         t0 = time.perf_counter()
-        model = MSSVAE(likelihood=likelihood, random_state=seed, **settings).fit(sim.X, sim.study)
+        model = MSSVAE(likelihood=likelihood, random_state=seed, **settings).fit(
+            sim.X, sim.study, checkpoint_dir=args.checkpoints and Path(args.checkpoints) / f"seed{seed}")
         seconds = time.perf_counter() - t0
         Z = model.transform(sim.X, sim.study)
         if args.save_masks:

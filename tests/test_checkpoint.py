@@ -209,9 +209,13 @@ def test_each_kl_free_candidate_checkpoints_in_its_own_folder_and_a_finished_one
     folders = ("mask_init=ones/kl_free=0.5", "mask_init=ones/kl_free=0", "mask_init=varimax/kl_free=0.5")
     assert all((tmp_path / f / CHECKPOINT_FILE).is_file() for f in folders)
     assert not (tmp_path / "mask_init=varimax/kl_free=0").exists()
+    # only the candidate kept trained past the select epoch (item 27)
+    kept = f"mask_init={first.mask_init_}/kl_free={first.kl_free_:g}"
+    assert first.select_epoch_ == 2
+    assert {f: _epochs_done(tmp_path / f) for f in folders} == {f: 3 if f == kept else 2 for f in folders}
     with caplog.at_level("WARNING", logger="mssvae"):
         again = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)
-    assert caplog.text.count("after epoch 3 of 3") == 3
+    assert caplog.text.count("after epoch 2 of 3") == 2 and caplog.text.count("after epoch 3 of 3") == 1
     assert again.candidate_scores_ == first.candidate_scores_ and again.kl_free_ == first.kl_free_
     assert again.start_scores_ == first.start_scores_ and again.mask_init_ == first.mask_init_
     np.testing.assert_array_equal(again.W_shared_, first.W_shared_)
@@ -224,9 +228,10 @@ def test_an_interrupted_candidate_is_kept_and_the_others_are_not_trained(monkeyp
     calls = []
     train_once = MSSVAE._train_once
 
-    def interrupted(self, s, seed, start, masks, kl_free, *args):   # as after Ctrl-C in the first candidate's training
+    def interrupted(self, s, seed, start, masks, kl_free, *args, **kw):   # as after Ctrl-C in the first candidate
         calls.append(kl_free)
-        return dict(train_once(self, s, seed, start, masks, kl_free, *args), converged_=False, interrupted=True)
+        return dict(train_once(self, s, seed, start, masks, kl_free, *args, **kw), converged_=False,
+                    interrupted=True)
 
     monkeypatch.setattr(MSSVAE, "_train_once", interrupted)
     model = MSSVAE(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=2, batch_size=32, n_init=2)

@@ -1,11 +1,13 @@
 """Starting masks from varimax-rotated principal components (``mask_init="varimax"``)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mssvae import MSSVAE
 from mssvae.initialisation import varimax, varimax_masks
 from mssvae.metrics import jaccard_matrix, support
+from mssvae.model import training_bound
 from mssvae.simulate import simulate_rnaseq
 
 
@@ -83,14 +85,16 @@ def test_the_fit_starts_from_the_varimax_masks(counts):
 def test_auto_fits_both_starts_and_keeps_the_higher_eq24_bound(tmp_path, monkeypatch):
     # docs/design.md, item 26: for counts, W = 1 with kl_free 0.5 and 0 and the varimax start with 0.5,
     # from one seed; the fit with the higher Eq. 2.4 bound is kept and equals the one its settings train alone.
+    # (select_after=1: all trained to the end and compared by `score`; the default compares earlier, below.)
     sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
-    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32)
+    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=4, batch_size=32,
+              select_after=1)
     trained = []
     train_once = MSSVAE._train_once
 
-    def recording(self, s, seed, start, masks, kl_free, *args):
+    def recording(self, s, seed, start, masks, kl_free, *args, **kwargs):
         trained.append((start, kl_free))
-        return train_once(self, s, seed, start, masks, kl_free, *args)
+        return train_once(self, s, seed, start, masks, kl_free, *args, **kwargs)
 
     monkeypatch.setattr(MSSVAE, "_train_once", recording)
     auto = MSSVAE(**kw).fit(sim.X, sim.study)
@@ -118,3 +122,39 @@ def test_auto_fits_both_starts_and_keeps_the_higher_eq24_bound(tmp_path, monkeyp
     auto.save(tmp_path / "fit")
     again = MSSVAE.load(tmp_path / "fit")
     assert again.mask_init_ == auto.mask_init_ and again.start_scores_ == pytest.approx(auto.start_scores_)
+    assert auto.select_epoch_ == again.select_epoch_ == 4
+
+
+def test_candidates_are_compared_once_the_schedules_settle_and_only_the_best_trains_on(monkeypatch):
+    # docs/design.md, item 27: each candidate trains to 35 % of the epochs (5 % after λ0's annealing and the
+    # dispersion warm-up end), the one with the highest training estimate of Eq. 2.4 there trains on from
+    # where it paused, and the result is exactly its single fit.
+    sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
+    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=40, batch_size=32)
+    calls = []
+    train_once = MSSVAE._train_once
+
+    def recording(self, s, seed, start, masks, kl_free, *args, stop_after=None, resume=None):
+        calls.append((start, kl_free, stop_after, resume is not None))
+        return train_once(self, s, seed, start, masks, kl_free, *args, stop_after=stop_after, resume=resume)
+
+    monkeypatch.setattr(MSSVAE, "_train_once", recording)
+    auto = MSSVAE(**kw).fit(sim.X, sim.study)
+    monkeypatch.undo()
+    plan = [("ones", 0.5), ("ones", 0.0), ("varimax", 0.5)]
+    assert auto.select_epoch_ == 14 and calls[:3] == [(m, k, 14, False) for m, k in plan]
+    singles = {(m, k): MSSVAE(mask_init=m, kl_free=k, **kw).fit(sim.X, sim.study) for m, k in plan}
+    early = {key: training_bound(m.history_, 14, 1) for key, m in singles.items()}   # window: 2.5 % of 40
+    best = max(early, key=early.get)
+    assert calls[3] == (*best, None, True) and len(calls) == 4
+    assert (auto.mask_init_, auto.kl_free_) == best
+    np.testing.assert_array_equal(auto.module_.W.detach().numpy(), singles[best].module_.W.detach().numpy())
+    pd.testing.assert_frame_equal(auto.history_, singles[best].history_)
+    assert auto.start_scores_ == pytest.approx({"ones": max(early["ones", 0.5], early["ones", 0.0]),
+                                                "varimax": early["varimax", 0.5]})
+    # the restart's bound is the final one, as restarts are compared
+    assert auto.init_scores_ == pytest.approx([singles[best].score(sim.X, sim.study)])
+    # one candidate: nothing to compare
+    assert MSSVAE(**dict(kw, kl_free=0.5)).fit(sim.X, sim.study).select_epoch_ == 0
+    with pytest.raises(ValueError, match="select_after"):
+        MSSVAE(**dict(kw, select_after=0)).fit(sim.X, sim.study)

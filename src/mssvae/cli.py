@@ -84,6 +84,7 @@ _DISPERSION_INIT = _WordOrNumber({w: w for w in ("auto", "moments")}, _positive,
 _MERGE_THRESHOLD = _WordOrNumber({"auto": "auto", "off": False}, lambda x: 0 < x <= 1, "a number in (0, 1]")
 _WARMUP = _WordOrNumber({"auto": "auto"}, lambda x: 0 <= x <= 1, "a number in [0, 1]")
 _KL_WEIGHT = _WordOrNumber({"auto": "auto"}, _positive, "a positive number")
+_SHARE = _WordOrNumber({"auto": "auto"}, lambda x: 0 < x <= 1, "a number in (0, 1]")
 
 
 class _WordOrNumbers(click.ParamType):
@@ -233,14 +234,17 @@ def _fit_summary(model, seconds: float) -> list[str]:
         lines.append(f"folded (a function of two factors jointly): {c} into {a} and {b}")
     if model.lambda1 == "empirical":
         lines.append(f"slab penalty λ1 (empirical): {model.lambda1_:.3g}")
+    # where the candidates were compared: by the training estimate at select_epoch_, or at the end
+    at = getattr(model, "select_epoch_", 0)
+    when = f", training's estimate after epoch {at}" if 0 < at < len(model.history_) else ""
     scores = getattr(model, "candidate_scores_", {})
     if scores:
         each = ", ".join(f"kl_free={k:g}: {v:.2f}" for k, v in scores.items())
-        lines.append(f"kept kl_free={model.kl_free_:g}, the higher Eq. 2.4 bound per sample ({each})")
+        lines.append(f"kept kl_free={model.kl_free_:g}, the higher Eq. 2.4 bound per sample ({each}{when})")
     starts = getattr(model, "start_scores_", {})
     if starts:
         each = ", ".join(f"{k}: {v:.2f}" for k, v in starts.items())
-        lines.append(f"kept mask_init={model.mask_init_}, the higher Eq. 2.4 bound per sample ({each})")
+        lines.append(f"kept mask_init={model.mask_init_}, the higher Eq. 2.4 bound per sample ({each}{when})")
     inits = np.asarray(getattr(model, "init_scores_", []))
     if inits.size > 1 and np.isfinite(inits).all():
         each = ", ".join(f"{v:.2f}" for v in inits)
@@ -369,6 +373,10 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="Starting masks: ones (the paper's W = 1), varimax (each column from one varimax-rotated "
                    "principal component; docs/design.md, item 25) or auto (default: for nb, fit from both "
                    "and keep the higher Eq. 2.4 bound, item 26; ones for gaussian).")
+@click.option("--select-after", type=_SHARE, default=None,
+              help="With several candidate fits (--kl-free, --mask-init), the share of the epochs after which "
+                   "they are compared; only the best trains on: auto (default: 0.05 after the last warm-up, "
+                   "0.35 for nb) or a number in (0, 1] (1: train all to the end; docs/design.md, item 27).")
 @click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set, and fold a factor that is a function of two others "
@@ -393,8 +401,8 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
               help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine).")
 def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epochs, batch_size, lr, lr_W,
         prior_weight, prior_scale, prior_per_feature, kl_weight, kl_warmup, kl_free, n_init, lambda1, feature_subsample,
-        lr_decay, dispersion_init, dispersion_warmup, mask_init, merge_dependent, prune_masks, min_anchors, seed,
-        device, output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
+        lr_decay, dispersion_init, dispersion_warmup, mask_init, select_after, merge_dependent, prune_masks,
+        min_anchors, seed, device, output_dir, overwrite, quiet, threads, checkpoint_dir, checkpoint_every):
     """Fit an MSSVAE to INPUT (.h5ad, or CSV/TSV with one row per sample and a study column).
 
     Writes to --output-dir: result.h5ad (the input with obsm['X_mssvae'], varm['mssvae_W_*'],
@@ -421,7 +429,8 @@ def fit(input, study_key, likelihood, layer, n_shared, n_specific, hidden, epoch
                  prior_weight=prior_weight, prior_scale=prior_scale, prior_per_feature=prior_per_feature,
                  kl_weight=kl_weight, kl_warmup=kl_warmup, kl_free=kl_free, n_init=n_init, lambda1=lambda1,
                  feature_subsample=feature_subsample, lr_decay=lr_decay, dispersion_init=dispersion_init,
-                 dispersion_warmup=dispersion_warmup, mask_init=mask_init, merge_dependent=merge_dependent,
+                 dispersion_warmup=dispersion_warmup, mask_init=mask_init, select_after=select_after,
+                 merge_dependent=merge_dependent,
                  prune_masks=prune_masks, min_anchors=min_anchors, random_state=seed, device=device)
     kwargs = {k: v for k, v in given.items() if v is not None}
     say(f"fitting {adata.n_obs} samples x {adata.n_vars} features from {input}")

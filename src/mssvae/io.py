@@ -150,6 +150,7 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "candidate_scores": {f"{k:g}": float(v) for k, v in getattr(model, "candidate_scores_", {}).items()},
         "mask_init": model.mask_init_,
         "start_scores": {k: float(v) for k, v in getattr(model, "start_scores_", {}).items()},
+        "select_epoch": int(getattr(model, "select_epoch_", 0)),   # when those scores were compared
         "init_scores": np.asarray(getattr(model, "init_scores_", []), dtype=float),
         "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},
         "device": model.device_,

@@ -87,6 +87,14 @@ MASK_INIT_CANDIDATES = ("ones", "varimax")
 # Under kl_free="auto" the varimax start is fitted with kl_free=0.5 alone: its kl_free=0 fit had the
 # lower bound in all 8 seeds above (by 15-150 nats per sample), so the choice costs 3 trainings, not 4.
 VARIMAX_KL_FREE = (KL_FREE,)
+# select_after="auto": the candidates (kl_free values, starts) are compared once every schedule has
+# reached its final setting (λ0's annealing, the dispersion and KL warm-ups: 30 % of the epochs by
+# default) plus 5 % of the epochs, by their mean per-epoch Eq. 2.4 over the last SELECT_WINDOW of the
+# epochs before it, and only the best is trained on.  From the training histories of 30 default NB
+# fits' candidates this picked the same fit as the final bounds ... (docs/design.md, item 27).  It
+# cuts a default NB fit from 3 trainings to about 1.7.
+SELECT_MARGIN = 0.05
+SELECT_WINDOW = 0.025
 # prune_masks=True: after training, each entry with |w| > 0.5 is compared with w = 0 under Eq. 2.4
 # (mssvae.pruning).  On the GSE68086-shaped NB simulation the fits hold entries the decoder ignores
 # (gain from keeping them ≈ −40 nats against hundreds for real entries); they filled the columns of
@@ -167,6 +175,29 @@ def _fit_plan(starts: tuple[str, ...], kl_free: tuple[float, ...], kl_free_auto:
     """The (mask_init, kl_free) pair of each training of one restart, in order."""
     return [(start, k) for start in starts
             for k in (VARIMAX_KL_FREE if kl_free_auto and start == "varimax" and len(kl_free) > 1 else kl_free)]
+
+
+def _select_epoch(value, max_epochs: int, settled: float) -> tuple[int, int] | None:
+    """(epoch after which the candidates are compared, epochs averaged before it), or None: at the end.
+
+    ``settled``: the share of the epochs after which no schedule changes the objective any more."""
+    share = _auto(value, "select_after", min(1.0, settled + SELECT_MARGIN), "a share in (0, 1]")
+    share = val.check_fraction(share, "select_after", of="the epochs")
+    epoch = math.ceil(share * max_epochs - 1e-9)   # (a share × epochs can land a hair above a whole number)
+    if epoch >= max_epochs:
+        return None
+    return epoch, min(epoch, max(1, round(SELECT_WINDOW * max_epochs)))
+
+
+def training_bound(history: pd.DataFrame, epoch: int, window: int) -> float:
+    """Eq. 2.4 per sample as training estimated it: the mean over epochs ``epoch − window + 1 .. epoch``
+    of each epoch's minibatch estimate, the KL and the mask prior at weight 1 (that epoch's λ0).
+
+    What ``select_after`` compares the candidates by: it needs no pass over the data, and at the
+    end of training it ranks candidates as :meth:`MSSVAE.score` does except in near ties (design.md item 27)."""
+    h = history.iloc[epoch - window:epoch]
+    return float((h["log_lik"] - h["kl_shared"] - h["kl_specific"] - h["kl_library"] + h["log_prior_masks"]
+                  + h["log_prior_noise"]).mean())
 
 
 def _auto(value, name: str, auto, expected: str):
@@ -322,6 +353,16 @@ class MSSVAE(BaseEstimator):
         (the NB defaults), W = 1 with kl_free 0.5 and 0 and the varimax start with 0.5, 3 trainings in
         all; otherwise "ones", so a kl_free given by hand (``kl_free=0.5``: one training) keeps one
         start.  Neither start suits every data set (docs/design.md, item 26).
+    select_after : "auto" or float in (0, 1]
+        When a fit has several candidates (``kl_free`` values, ``mask_init`` starts), the share of
+        the epochs after which they are compared; only the best is trained on to the end (from
+        where it paused, so its result is that of its single fit).  They are compared by Eq. 2.4
+        per sample as training estimated it, averaged over the last 2.5 % of the epochs before that
+        point (:func:`training_bound`).  "auto" (default): 5 % of the epochs after the last schedule
+        settles (λ0's annealing, ``dispersion_warmup``, ``kl_warmup``): 0.35 of the epochs for the NB
+        defaults, so their 3 trainings cost about 1.7.  1: every candidate is trained to the end and
+        compared by :meth:`score` (after the mask check).  Restarts (``n_init``) are always compared
+        by :meth:`score` at the end (docs/design.md, item 27).
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -374,9 +415,13 @@ class MSSVAE(BaseEstimator):
         composite_columns_ : the same as column indices
     pruned_entries_ : int, mask entries set to 0 by ``prune_masks``
     kl_free_ : float, the ``kl_free`` of the fit kept;  candidate_scores_ : dict {kl_free: Eq. 2.4 per
-        sample on the training data} when several were fitted, else empty (for the restart and start kept)
+        sample on the training data, as compared} when several were fitted, else empty (for the restart
+        and start kept)
     mask_init_ : str, the start of the fit kept ("ones" or "varimax");  start_scores_ : dict {start:
-        its best Eq. 2.4 per sample} when several starts were fitted, else empty (for the restart kept)
+        its best Eq. 2.4 per sample, as compared} when several starts were fitted, else empty (for the
+        restart kept)
+    select_epoch_ : int, the epoch after which those candidates were compared (``max_epochs``: by
+        :meth:`score` at the end; see ``select_after``); 0 when there was one candidate
     init_scores_ : ndarray (n_init,), Eq. 2.4 per sample of each restart's kept fit (NaN for a restart
         not run after an interruption; empty when ``n_init=1`` and one training: nothing was compared)
     init_seed_ : int, the seed of the fit kept (``MSSVAE(random_state=init_seed_)`` trains it alone)
@@ -393,7 +438,7 @@ class MSSVAE(BaseEstimator):
                  prior_per_feature=False, kl_weight="auto", kl_warmup=0.0, kl_free="auto",
                  n_init=1, feature_subsample=1.0, lr_decay="auto", normalize_decoder=None,
                  merge_dependent="auto", prune_masks=True, min_anchors=MIN_ANCHORS, dispersion_init="auto",
-                 dispersion_warmup="auto", mask_init="auto",
+                 dispersion_warmup="auto", mask_init="auto", select_after="auto",
                  noise_alpha=1.5, feature_chunk_size=None,
                  device="auto", precision="auto", random_state=0, verbose=False):
         self.n_shared = n_shared
@@ -425,6 +470,7 @@ class MSSVAE(BaseEstimator):
         self.dispersion_init = dispersion_init
         self.dispersion_warmup = dispersion_warmup
         self.mask_init = mask_init
+        self.select_after = select_after
         self.noise_alpha = noise_alpha
         self.feature_chunk_size = feature_chunk_size
         self.device = device
@@ -510,6 +556,8 @@ class MSSVAE(BaseEstimator):
         s["dispersion_warmup"] = val.check_fraction(warmup, "dispersion_warmup", allow_zero=True, of="the epochs")
         s["mask_init"] = _mask_init_candidates(self.mask_init, likelihood, isinstance(self.kl_free, str))
         s["plan"] = _fit_plan(s["mask_init"], s["kl_free"], isinstance(self.kl_free, str))
+        settled = max(annealing, s["dispersion_warmup"], s["kl_warmup"])
+        s["select"] = _select_epoch(self.select_after, s["max_epochs"], settled)
         mode = self.prior_weight
         if isinstance(mode, str) and mode == "auto":
             mode = "calibrated" if likelihood == "nb" else "fixed"
@@ -614,6 +662,10 @@ class MSSVAE(BaseEstimator):
         plan, n_init = s["plan"], s["n_init"]
         several_kl = len({k for _, k in plan}) > 1   # kl_free in the checkpoint folders' names
         compared = n_init > 1 or len(plan) > 1   # fits are scored only when there is a choice
+        # With several candidates and select_after < 1, each is trained to the select epoch only, and
+        # the best of them on to the end (docs/design.md, item 27).
+        select = s["select"] if len(plan) > 1 else None
+        self.select_epoch_ = 0 if len(plan) == 1 else select[0] if select else s["max_epochs"]
         self.candidate_scores_, self.start_scores_ = {}, {}
         self.init_scores_ = np.full(n_init if compared else 0, np.nan)
         best, interrupted = None, False
@@ -626,17 +678,31 @@ class MSSVAE(BaseEstimator):
                          + [f"kl_free={kl_free:g}"] * several_kl)
                 folder = None if checkpoint_dir is None else Path(checkpoint_dir).joinpath(*parts)
                 fitted = self._train_once(s, seed, start, starts[start], kl_free, X, codes, Xt, st, device, folder,
-                                          checkpoint_every)
+                                          checkpoint_every, stop_after=select and select[0])
+                fitted["folder"] = folder
                 if fitted["interrupted"]:   # Ctrl-C: stop here, keep this fit as it is
                     best, interrupted = fitted, True
                     break
                 if compared:
-                    fitted["score"] = self.score(X, study)
-                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g: Eq. 2.4 per sample %.4f", r, seed,
-                                start, kl_free, fitted["score"])
+                    fitted["score"] = (training_bound(fitted["history_"], *select) if select
+                                       else self.score(X, study))
+                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g: Eq. 2.4 per sample %.4f%s", r,
+                                seed, start, kl_free, fitted["score"],
+                                f" (training estimate, epochs {select[0] - select[1] + 1}-{select[0]})"
+                                if select else "")
                     scores[start, kl_free] = fitted["score"]
                 if kept is None or fitted["score"] > kept["score"]:
                     kept = fitted
+            if not interrupted and select:   # the chosen candidate trains on from where it paused
+                m, k = kept["mask_init_"], kept["kl_free_"]
+                kept = self._train_once(s, seed, m, starts[m], k, X, codes, Xt, st, device, kept["folder"],
+                                        checkpoint_every, resume=kept["state"])
+                if kept["interrupted"]:
+                    best, interrupted = kept, True
+                else:   # restarts are compared by the final bound
+                    kept["score"] = self.score(X, study)
+                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g trained to the end: Eq. 2.4 per "
+                                "sample %.4f", r, seed, m, k, kept["score"])
             if interrupted:
                 break
             if compared:
@@ -668,10 +734,12 @@ class MSSVAE(BaseEstimator):
         return self
 
     def _train_once(self, s: dict, seed: int, start: str, masks, kl_free: float, X, codes, Xt, st, device,
-                    checkpoint_dir, checkpoint_every) -> dict:
+                    checkpoint_dir, checkpoint_every, stop_after: int | None = None, resume=None) -> dict:
         """Build, train and prune one module from ``seed``, the starting ``masks`` (None: W = 1) and this
         ``kl_free``; the fitted state as a dict.
 
+        ``stop_after``: pause after that epoch, unpruned, with the training state in the dict's "state";
+        ``resume``: such a state to continue from (instead of a checkpoint in ``checkpoint_dir``).
         Sets ``module_`` (``score`` reads it); a diverged fit raises with its last good state set."""
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -699,12 +767,14 @@ class MSSVAE(BaseEstimator):
                 # from rank 0's parameters); rank 0 draws exactly what a single process would.
                 torch.manual_seed(seed + 7919 * rank)
             gen = torch.Generator().manual_seed(seed + 7919 * rank)
-            resume, on_epoch_end = None, None
+            on_epoch_end = None
             if checkpoint_dir is not None:
-                resume, on_epoch_end = self._checkpointing(checkpoint_dir, int(checkpoint_every), X, codes,
-                                                           s["max_epochs"])
+                found, on_epoch_end = self._checkpointing(checkpoint_dir, int(checkpoint_every), X, codes,
+                                                          s["max_epochs"], look=resume is None, pause=stop_after)
+                resume = resume or found
             try:
-                result = train(module, Xt, st, cfg, gen, resume=resume, on_epoch_end=on_epoch_end)
+                result = train(module, Xt, st, cfg, gen, resume=resume, on_epoch_end=on_epoch_end,
+                               stop_after=stop_after)
             except TrainingDivergedError as err:
                 self.converged_, self.kl_free_, self.init_seed_, self.mask_init_ = False, kl_free, seed, start
                 self.history_ = pd.DataFrame(err.history)
@@ -716,6 +786,10 @@ class MSSVAE(BaseEstimator):
         self.lambda1_ = _last_lambda1(history, s)   # set here: `score` compares candidates with it
         pruned, converged = 0, result.converged
         interrupted = not converged
+        fitted = {"module_": module, "history_": history, "prior_weight_": prior_weight, "kl_free_": kl_free,
+                  "mask_init_": start, "init_seed_": seed, "lambda1_": self.lambda1_, "score": -math.inf}
+        if result.stop_reason == "paused":   # unpruned: it may train on
+            return dict(fitted, converged_=True, interrupted=False, pruned_entries_=0, state=result.paused_state)
         # After a Ctrl-C the user wants out: the check (minutes at tens of thousands of genes) is skipped,
         # and a resume from the checkpoint runs it with the rest of the fit.
         if s["prune_masks"] and converged:
@@ -731,26 +805,28 @@ class MSSVAE(BaseEstimator):
                 with torch.no_grad():
                     module.W[drop] = 0.0
                 pruned = int(drop.sum())
-        return {"module_": module, "history_": history, "prior_weight_": prior_weight,
-                # A blown-up fit trained to the end but is no fit: not converged, though not interrupted.
-                "converged_": converged and result.stop_reason != "blew up", "interrupted": interrupted,
-                "pruned_entries_": pruned, "kl_free_": kl_free, "mask_init_": start,
-                "init_seed_": seed, "lambda1_": self.lambda1_, "score": -math.inf}
+        # A blown-up fit trained to the end but is no fit: not converged, though not interrupted.
+        return dict(fitted, converged_=converged and result.stop_reason != "blew up", interrupted=interrupted,
+                    pruned_entries_=pruned)
 
-    def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int):
-        """(resume state or None, epoch-end callback) for ``fit(checkpoint_dir=...)``."""
+    def _checkpointing(self, checkpoint_dir, every: int, X, codes, max_epochs: int, look: bool = True,
+                       pause: int | None = None):
+        """(resume state or None, epoch-end callback) for ``fit(checkpoint_dir=...)``; ``look=False``:
+        do not read the folder's checkpoint (the caller resumes from a state it holds).  A checkpoint is
+        also written after epoch ``pause``, so a rerun finds every paused candidate where it stopped."""
         data_sha = ckpt.data_fingerprint(X, codes, self.studies_, self.feature_names_in_)
         # Everything that changes the arithmetic: the hyperparameters and the device kind (RNG streams differ).
-        params = {k: v for k, v in self.get_params().items() if k not in ("verbose", "device")}
+        # (select_after changes when a candidate stops, not what its epochs compute)
+        params = {k: v for k, v in self.get_params().items() if k not in ("verbose", "device", "select_after")}
         settings = json.loads(json.dumps(_jsonable(dict(params, device=self.device_.split(":")[0]))))
-        found = ckpt.load(checkpoint_dir)
+        found = ckpt.load(checkpoint_dir) if look else None
         if found is not None:
             ckpt.check_matches(Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE, found[1], data_sha, settings)
             logger.warning("resuming from checkpoint %s after epoch %d of %d",
                            Path(checkpoint_dir) / ckpt.CHECKPOINT_FILE, found[1]["epochs_done"], max_epochs)
 
         def on_epoch_end(epoch: int, state) -> None:
-            if (epoch + 1) % every == 0 or epoch + 1 == max_epochs:
+            if (epoch + 1) % every == 0 or epoch + 1 in (max_epochs, pause):
                 tensors, meta = state()
                 ckpt.save(checkpoint_dir, tensors, dict(meta, data_sha256=data_sha, settings=settings))
 
@@ -1133,6 +1209,7 @@ class MSSVAE(BaseEstimator):
             "start_scores": [[k, float(v)] for k, v in getattr(self, "start_scores_", {}).items()],
             "candidate_scores": [[float(k), float(v)] for k, v in getattr(self, "candidate_scores_", {}).items()],
             "init_scores": np.asarray(getattr(self, "init_scores_", [])).tolist(),
+            "select_epoch": int(getattr(self, "select_epoch_", 0)),
             "init_seed": getattr(self, "init_seed_", None),
             "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
             "tensors_sha256": digest,
@@ -1185,6 +1262,7 @@ class MSSVAE(BaseEstimator):
         # Saved before lr_decay existed: those fits trained at constant rates.
         params.setdefault("lr_decay", 0.0)
         params.setdefault("mask_init", "ones")   # saved before it existed: the paper's W = 1
+        params.setdefault("select_after", 1.0)   # saved before it existed: candidates trained to the end
         model = cls(**params)
         model.studies_ = meta["studies"]
         model.feature_names_in_ = np.asarray(meta["feature_names"])
@@ -1213,6 +1291,9 @@ class MSSVAE(BaseEstimator):
         model.start_scores_ = {k: v for k, v in meta.get("start_scores", [])}
         model.candidate_scores_ = {k: v for k, v in meta.get("candidate_scores", [])}
         model.init_scores_ = np.asarray(meta.get("init_scores", []), dtype=float)
+        compared_at_end = len(meta.get("history", {}).get("loss", [])) if (
+            model.start_scores_ or model.candidate_scores_) else 0
+        model.select_epoch_ = int(meta.get("select_epoch", compared_at_end))
         model.init_seed_ = meta.get("init_seed", model.random_state)
         model._set_fitted_attributes()
         return model

@@ -75,6 +75,8 @@ class TrainingResult:
     history: list[dict] = field(default_factory=list)
     converged: bool = True
     stop_reason: str = "max_epochs"
+    # train(stop_after=E): the state after epoch E ("paused"), for train(resume=...) to continue from
+    paused_state: tuple[dict, dict] | None = None
 
 
 class BalancedBatches:
@@ -124,8 +126,12 @@ class BalancedBatches:
 
 def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: TrainingConfig,
           generator: torch.Generator, resume: tuple[dict, dict] | None = None,
-          on_epoch_end: Callable[[int, Callable[[], tuple[dict, dict]]], None] | None = None) -> TrainingResult:
+          on_epoch_end: Callable[[int, Callable[[], tuple[dict, dict]]], None] | None = None,
+          stop_after: int | None = None) -> TrainingResult:
     """Fit ``module`` in place on X (N, G) with study codes (N,) (both already on the device).
+
+    ``stop_after``: pause after that many epochs (of a schedule still ``cfg.max_epochs`` long), with
+    ``stop_reason`` "paused" and the state in ``paused_state`` (a resume already past it pauses at once).
 
     ``resume``: (tensors, meta) of :func:`training_state` at the end of an earlier epoch; training
     continues from the next epoch exactly as if it had not stopped.  ``on_epoch_end(epoch, state)``
@@ -260,7 +266,8 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             sums.add_(torch.stack([getattr(terms, k).detach().double() for k in TERM_NAMES]))
 
     runner = _GraphStep(step) if graphs else None
-    iterator = range(start, cfg.max_epochs)
+    pause = stop_after is not None and stop_after < cfg.max_epochs
+    iterator = range(start, stop_after if pause else cfg.max_epochs)
     if cfg.progress:
         from tqdm.auto import tqdm
 
@@ -346,7 +353,10 @@ def train(module: MSSVAEModule, X: torch.Tensor, study: torch.Tensor, cfg: Train
             RuntimeWarning,
             stacklevel=2,
         )
-    if result.converged and result.history and first_loss is not None:
+    if pause and result.converged:
+        result.stop_reason = "paused"
+        result.paused_state = state(len(result.history))
+    elif result.converged and result.history and first_loss is not None:
         if world > 1:   # every rank judges by the same yardstick (the last loss is already rank-averaged)
             first_loss = first_loss.to(device)
             dist.all_reduce(first_loss)
