@@ -95,6 +95,7 @@ def test_fit_h5ad_counts_layer_and_odd_study_labels(tmp_path):
     # the NB default compares both starts (design.md item 26); the result records which was kept
     uns = ad.read_h5ad(out / "result.h5ad").uns["mssvae"]
     assert set(uns["start_scores"]) == {"ones", "varimax"} and uns["mask_init"] in uns["start_scores"]
+    assert uns["select_epoch"] == 2   # compared after 35 % of the 3 epochs (item 27)
 
 
 def test_a_diverged_fit_writes_its_last_finite_state_before_the_error(csv_file, tmp_path, monkeypatch):
@@ -165,6 +166,10 @@ def test_fit_passes_only_the_options_given(csv_file, tmp_path, monkeypatch):
     seen.clear()
     run("fit", csv_file, "--lambda1", "0.1,1,0.1", "-o", tmp_path / "out")
     assert seen["lambda1"] == (0.1, 1.0, 0.1)
+    seen.clear()
+    run("fit", csv_file, "--select-after", "1", "-o", tmp_path / "out")
+    assert seen["select_after"] == 1.0
+    assert_clean_error(run("fit", csv_file, "--select-after", "0", "-o", tmp_path / "out"), "(0, 1]")
 
 
 def _bad_inputs(tmp_path):
