@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import two_block_data
 from safetensors.torch import load_file
@@ -203,19 +204,21 @@ def test_each_kl_free_candidate_checkpoints_in_its_own_folder_and_a_finished_one
     from mssvae.simulate import simulate_rnaseq
 
     sim = simulate_rnaseq(n_samples=60, n_features=12, n_shared=1, n_specific=1, random_state=1)
-    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=3, batch_size=32)
+    kw = dict(likelihood="nb", n_shared=2, n_specific=1, hidden=(4, 4), max_epochs=40, batch_size=32)
     # NB default: W = 1 with kl_free 0.5 and 0, the varimax start with 0.5 (items 18, 26)
-    first = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)
+    first = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path, checkpoint_every=100)
     folders = ("mask_init=ones/kl_free=0.5", "mask_init=ones/kl_free=0", "mask_init=varimax/kl_free=0.5")
     assert all((tmp_path / f / CHECKPOINT_FILE).is_file() for f in folders)
     assert not (tmp_path / "mask_init=varimax/kl_free=0").exists()
-    # only the candidate kept trained past the select epoch (item 27)
-    kept = f"mask_init={first.mask_init_}/kl_free={first.kl_free_:g}"
-    assert first.select_epoch_ == 2
-    assert {f: _epochs_done(tmp_path / f) for f in folders} == {f: 3 if f == kept else 2 for f in folders}
+    # the candidates that stopped at the select epoch (item 27) have their checkpoint there
+    on = {f"mask_init={c.mask_init}/kl_free={c.kl_free:g}" for c in first.candidates_.itertuples() if c.trained_to_end}
+    assert first.select_epoch_ == 14 and 0 < len(on) < 3
+    assert {f: _epochs_done(tmp_path / f) for f in folders} == {f: 40 if f in on else 14 for f in folders}
     with caplog.at_level("WARNING", logger="mssvae"):
         again = MSSVAE(**kw).fit(sim.X, sim.study, checkpoint_dir=tmp_path)
-    assert caplog.text.count("after epoch 2 of 3") == 2 and caplog.text.count("after epoch 3 of 3") == 1
+    assert caplog.text.count("after epoch 14 of 40") == 3 - len(on)
+    assert caplog.text.count("after epoch 40 of 40") == len(on)
+    pd.testing.assert_frame_equal(again.candidates_, first.candidates_)
     assert again.candidate_scores_ == first.candidate_scores_ and again.kl_free_ == first.kl_free_
     assert again.start_scores_ == first.start_scores_ and again.mask_init_ == first.mask_init_
     np.testing.assert_array_equal(again.W_shared_, first.W_shared_)

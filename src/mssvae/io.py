@@ -150,12 +150,17 @@ def write_anndata(model: MSSVAE, adata, study_key: str, layer: str | None = None
         "candidate_scores": {f"{k:g}": float(v) for k, v in getattr(model, "candidate_scores_", {}).items()},
         "mask_init": model.mask_init_,
         "start_scores": {k: float(v) for k, v in getattr(model, "start_scores_", {}).items()},
-        "select_epoch": int(getattr(model, "select_epoch_", 0)),   # when those scores were compared
+        "select_epoch": int(getattr(model, "select_epoch_", 0)),   # when the candidates were compared
         "init_scores": np.asarray(getattr(model, "init_scores_", []), dtype=float),
         "history": {c: model.history_[c].to_numpy() for c in model.history_.columns},
         "device": model.device_,
         "converged": bool(model.converged_),
     }
+    candidates = getattr(model, "candidates_", None)
+    if candidates is not None and len(candidates):   # one array per column of MSSVAE.candidates_
+        adata.uns[key_added]["candidates"] = {
+            c: candidates[c].to_numpy(dtype=str if c == "mask_init" else bool if c in ("trained_to_end", "kept")
+                                      else float) for c in candidates.columns}
     if layer is not None:  # h5ad cannot store None; absent means adata.X
         adata.uns[key_added]["layer"] = layer
 

@@ -87,14 +87,21 @@ MASK_INIT_CANDIDATES = ("ones", "varimax")
 # Under kl_free="auto" the varimax start is fitted with kl_free=0.5 alone: its kl_free=0 fit had the
 # lower bound in all 8 seeds above (by 15-150 nats per sample), so the choice costs 3 trainings, not 4.
 VARIMAX_KL_FREE = (KL_FREE,)
-# select_after="auto": the candidates (kl_free values, starts) are compared once every schedule has
-# reached its final setting (λ0's annealing, the dispersion and KL warm-ups: 30 % of the epochs by
-# default) plus 5 % of the epochs, by their mean per-epoch Eq. 2.4 over the last SELECT_WINDOW of the
-# epochs before it, and only the best is trained on.  From the training histories of 30 default NB
-# fits' candidates this picked the same fit as the final bounds ... (docs/design.md, item 27).  It
-# cuts a default NB fit from 3 trainings to about 1.7.
+# select_after="auto": the candidates (kl_free values, starts) train until every schedule has reached
+# its final setting (λ0's annealing, the dispersion and KL warm-ups: 30 % of the epochs by default)
+# plus SELECT_MARGIN of the epochs.  There each gets training's own estimate of its Eq. 2.4 bound
+# (the mean over the last SELECT_WINDOW of the epochs, with its standard error), and only those within
+# SELECT_Z standard errors of the best train on to the end, where `score` decides.  In the training
+# histories of 11 seeds' candidates (docs/design.md, item 27) the candidates dropped this way were 3.6
+# or more standard errors behind, and none was the final bound's choice; the two near ties (0.2 and
+# 0.8 SE) were the only seeds where the early leader was not.  A default NB fit costs about 1.7
+# trainings instead of 3.
 SELECT_MARGIN = 0.05
 SELECT_WINDOW = 0.025
+SELECT_MIN_WINDOW = 10
+SELECT_Z = 3.0
+# The columns of ``MSSVAE.candidates_``.
+CANDIDATE_COLUMNS = ("mask_init", "kl_free", "estimate", "estimate_se", "trained_to_end", "score", "kept")
 # prune_masks=True: after training, each entry with |w| > 0.5 is compared with w = 0 under Eq. 2.4
 # (mssvae.pruning).  On the GSE68086-shaped NB simulation the fits hold entries the decoder ignores
 # (gain from keeping them ≈ −40 nats against hundreds for real entries); they filled the columns of
@@ -186,18 +193,26 @@ def _select_epoch(value, max_epochs: int, settled: float) -> tuple[int, int] | N
     epoch = math.ceil(share * max_epochs - 1e-9)   # (a share × epochs can land a hair above a whole number)
     if epoch >= max_epochs:
         return None
-    return epoch, min(epoch, max(1, round(SELECT_WINDOW * max_epochs)))
+    # At least SELECT_MIN_WINDOW epochs for the spread: in a short fit the window reaches back into the
+    # annealing, whose steps widen the spread, so fewer candidates stop early (the safe side).
+    return epoch, min(epoch, max(SELECT_MIN_WINDOW, round(SELECT_WINDOW * max_epochs)))
 
 
-def training_bound(history: pd.DataFrame, epoch: int, window: int) -> float:
-    """Eq. 2.4 per sample as training estimated it: the mean over epochs ``epoch − window + 1 .. epoch``
-    of each epoch's minibatch estimate, the KL and the mask prior at weight 1 (that epoch's λ0).
+def training_bound(history: pd.DataFrame, epoch: int, window: int) -> tuple[float, float]:
+    """Eq. 2.4 per sample as training estimated it, and the standard error of that estimate.
 
-    What ``select_after`` compares the candidates by: it needs no pass over the data, and at the
-    end of training it ranks candidates as :meth:`MSSVAE.score` does except in near ties (design.md item 27)."""
+    The mean over epochs ``epoch − window + 1 .. epoch`` of each epoch's minibatch estimate (the
+    KL and the mask prior at weight 1, that epoch's λ0), and the standard deviation of the epochs'
+    values about their straight-line trend over √window (the bound still rises while training).
+    What ``select_after`` compares the candidates by: it needs no pass over the data (item 27)."""
     h = history.iloc[epoch - window:epoch]
-    return float((h["log_lik"] - h["kl_shared"] - h["kl_specific"] - h["kl_library"] + h["log_prior_masks"]
-                  + h["log_prior_noise"]).mean())
+    x = (h["log_lik"] - h["kl_shared"] - h["kl_specific"] - h["kl_library"] + h["log_prior_masks"]
+         + h["log_prior_noise"]).to_numpy(dtype=float)
+    if len(x) < 3:
+        return float(x.mean()), math.inf   # no spread to measure: every candidate trains on
+    t = np.arange(len(x))
+    residual = x - np.polyval(np.polyfit(t, x, 1), t)
+    return float(x.mean()), float(np.sqrt((residual ** 2).sum() / (len(x) - 2) / len(x)))
 
 
 def _auto(value, name: str, auto, expected: str):
@@ -355,14 +370,15 @@ class MSSVAE(BaseEstimator):
         start.  Neither start suits every data set (docs/design.md, item 26).
     select_after : "auto" or float in (0, 1]
         When a fit has several candidates (``kl_free`` values, ``mask_init`` starts), the share of
-        the epochs after which they are compared; only the best is trained on to the end (from
-        where it paused, so its result is that of its single fit).  They are compared by Eq. 2.4
-        per sample as training estimated it, averaged over the last 2.5 % of the epochs before that
-        point (:func:`training_bound`).  "auto" (default): 5 % of the epochs after the last schedule
-        settles (λ0's annealing, ``dispersion_warmup``, ``kl_warmup``): 0.35 of the epochs for the NB
-        defaults, so their 3 trainings cost about 1.7.  1: every candidate is trained to the end and
-        compared by :meth:`score` (after the mask check).  Restarts (``n_init``) are always compared
-        by :meth:`score` at the end (docs/design.md, item 27).
+        the epochs they all train for.  There each gets training's estimate of its Eq. 2.4 bound
+        per sample, the mean over the last 2.5 % of the epochs with its standard error
+        (:func:`training_bound`); a candidate more than 3 standard errors behind the best stops, the
+        others train on from where they paused (so each ends exactly as its single fit) and the
+        highest :meth:`score` among them is kept.  "auto" (default): 5 % of the epochs after the
+        last schedule settles (λ0's annealing, ``dispersion_warmup``, ``kl_warmup``), 0.35 for the
+        NB defaults, whose 3 candidates then cost about 1.7 trainings.  1: every candidate trains to
+        the end.  Restarts (``n_init``) are compared by :meth:`score` at the end either way
+        (``candidates_``, ``select_epoch_``; docs/design.md, item 27).
     normalize_decoder : bool or None
         None → False for Gaussian (the paper's decoder), True for NB.  True fixes the norms of
         V1's columns, V2's rows and each feature's output weights, so only W carries scale;
@@ -415,13 +431,16 @@ class MSSVAE(BaseEstimator):
         composite_columns_ : the same as column indices
     pruned_entries_ : int, mask entries set to 0 by ``prune_masks``
     kl_free_ : float, the ``kl_free`` of the fit kept;  candidate_scores_ : dict {kl_free: Eq. 2.4 per
-        sample on the training data, as compared} when several were fitted, else empty (for the restart
-        and start kept)
+        sample on the training data} of the start kept when several of its fits trained to the end, else
+        empty (for the restart kept)
     mask_init_ : str, the start of the fit kept ("ones" or "varimax");  start_scores_ : dict {start:
-        its best Eq. 2.4 per sample, as compared} when several starts were fitted, else empty (for the
-        restart kept)
-    select_epoch_ : int, the epoch after which those candidates were compared (``max_epochs``: by
-        :meth:`score` at the end; see ``select_after``); 0 when there was one candidate
+        its best Eq. 2.4 per sample} when fits from several starts trained to the end, else empty
+    candidates_ : pandas.DataFrame, one row per candidate fit of the restart kept (empty with one):
+        mask_init, kl_free, estimate and estimate_se (training's Eq. 2.4 per sample at
+        ``select_epoch_`` and its standard error; NaN when compared at the end), trained_to_end,
+        score (the final Eq. 2.4 per sample; NaN if it stopped early), kept
+    select_epoch_ : int, the epoch after which the candidates were compared (``max_epochs``: all
+        trained to the end); 0 when there was one candidate
     init_scores_ : ndarray (n_init,), Eq. 2.4 per sample of each restart's kept fit (NaN for a restart
         not run after an interruption; empty when ``n_init=1`` and one training: nothing was compared)
     init_seed_ : int, the seed of the fit kept (``MSSVAE(random_state=init_seed_)`` trains it alone)
@@ -662,15 +681,16 @@ class MSSVAE(BaseEstimator):
         plan, n_init = s["plan"], s["n_init"]
         several_kl = len({k for _, k in plan}) > 1   # kl_free in the checkpoint folders' names
         compared = n_init > 1 or len(plan) > 1   # fits are scored only when there is a choice
-        # With several candidates and select_after < 1, each is trained to the select epoch only, and
-        # the best of them on to the end (docs/design.md, item 27).
+        # With several candidates and select_after < 1, each trains to the select epoch only, and those
+        # not clearly behind there train on to the end (docs/design.md, item 27).
         select = s["select"] if len(plan) > 1 else None
         self.select_epoch_ = 0 if len(plan) == 1 else select[0] if select else s["max_epochs"]
         self.candidate_scores_, self.start_scores_ = {}, {}
+        self.candidates_ = pd.DataFrame(columns=CANDIDATE_COLUMNS)
         self.init_scores_ = np.full(n_init if compared else 0, np.nan)
         best, interrupted = None, False
         for r, seed in enumerate(restart_seeds(int(self.random_state), n_init)):
-            kept, scores = None, {}
+            fits = []
             for start, kl_free in plan:
                 # A restart's candidates start from its seed: the same initial parameters (masks aside)
                 # and batches, so they differ only in the start and kl_free (docs/design.md, items 18, 26).
@@ -679,42 +699,58 @@ class MSSVAE(BaseEstimator):
                 folder = None if checkpoint_dir is None else Path(checkpoint_dir).joinpath(*parts)
                 fitted = self._train_once(s, seed, start, starts[start], kl_free, X, codes, Xt, st, device, folder,
                                           checkpoint_every, stop_after=select and select[0])
-                fitted["folder"] = folder
                 if fitted["interrupted"]:   # Ctrl-C: stop here, keep this fit as it is
                     best, interrupted = fitted, True
                     break
-                if compared:
-                    fitted["score"] = (training_bound(fitted["history_"], *select) if select
-                                       else self.score(X, study))
-                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g: Eq. 2.4 per sample %.4f%s", r,
-                                seed, start, kl_free, fitted["score"],
-                                f" (training estimate, epochs {select[0] - select[1] + 1}-{select[0]})"
-                                if select else "")
-                    scores[start, kl_free] = fitted["score"]
-                if kept is None or fitted["score"] > kept["score"]:
-                    kept = fitted
-            if not interrupted and select:   # the chosen candidate trains on from where it paused
-                m, k = kept["mask_init_"], kept["kl_free_"]
-                kept = self._train_once(s, seed, m, starts[m], k, X, codes, Xt, st, device, kept["folder"],
-                                        checkpoint_every, resume=kept["state"])
-                if kept["interrupted"]:
-                    best, interrupted = kept, True
-                else:   # restarts are compared by the final bound
-                    kept["score"] = self.score(X, study)
-                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g trained to the end: Eq. 2.4 per "
-                                "sample %.4f", r, seed, m, k, kept["score"])
+                fitted["folder"] = folder
+                if select:
+                    fitted["estimate"], fitted["estimate_se"] = training_bound(fitted["history_"], *select)
+                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g: training's Eq. 2.4 per sample "
+                                "over epochs %d-%d %.2f ± %.2f", r, seed, start, kl_free,
+                                select[0] - select[1] + 1, select[0], fitted["estimate"], fitted["estimate_se"])
+                fits.append(fitted)
+            if not interrupted and select:
+                # the candidates not more than SELECT_Z standard errors behind the best train on from where
+                # they paused (usually one: a near tie is settled by the final bound)
+                lead = max(fits, key=lambda f: f["estimate"])
+                for i, f in enumerate(fits):
+                    f["trained_to_end"] = lead["estimate"] - f["estimate"] <= SELECT_Z * math.hypot(
+                        lead["estimate_se"], f["estimate_se"])
+                    if not f["trained_to_end"]:
+                        continue
+                    m, k = f["mask_init_"], f["kl_free_"]
+                    fits[i] = dict(self._train_once(s, seed, m, starts[m], k, X, codes, Xt, st, device, f["folder"],
+                                                    checkpoint_every, resume=f["state"]),
+                                   estimate=f["estimate"], estimate_se=f["estimate_se"], trained_to_end=True)
+                    if fits[i]["interrupted"]:
+                        best, interrupted = fits[i], True
+                        break
             if interrupted:
                 break
+            finished = [f for f in fits if f.get("trained_to_end", True)]
+            for f in finished:
+                if compared:   # score reads the module and λ1 of the fit
+                    self.module_, self.lambda1_ = f["module_"], f["lambda1_"]
+                    f["score"] = self.score(X, study)
+                    logger.info("restart %d (seed %d), mask_init=%s, kl_free=%g: Eq. 2.4 per sample %.4f", r, seed,
+                                f["mask_init_"], f["kl_free_"], f["score"])
+            kept = max(finished, key=lambda f: f["score"])
             if compared:
                 self.init_scores_[r] = kept["score"]
             if best is None or kept["score"] > best["score"]:
                 best = kept
-                # kl_free's scores for the start kept, and each start's best, where there was a choice
+                self.candidates_ = pd.DataFrame(
+                    [(f["mask_init_"], f["kl_free_"], f.get("estimate", np.nan), f.get("estimate_se", np.nan),
+                      f.get("trained_to_end", True), f["score"] if f.get("trained_to_end", True) else np.nan,
+                      f is kept) for f in fits], columns=CANDIDATE_COLUMNS) if len(fits) > 1 else self.candidates_
+                # the final bounds of the candidates trained to the end: kl_free's for the start kept, and
+                # each start's best, where there was a choice
                 own, by_start = {}, {}
-                for (m, k), v in scores.items():
+                for f in finished:
+                    m, v = f["mask_init_"], f["score"]
                     by_start[m] = max(v, by_start.get(m, -math.inf))
                     if m == kept["mask_init_"]:
-                        own[k] = v
+                        own[f["kl_free_"]] = v
                 self.candidate_scores_ = own if len(own) > 1 else {}
                 self.start_scores_ = by_start if len(by_start) > 1 else {}
         for key in ("module_", "history_", "prior_weight_", "converged_", "pruned_entries_", "kl_free_", "init_seed_",
@@ -1210,6 +1246,7 @@ class MSSVAE(BaseEstimator):
             "candidate_scores": [[float(k), float(v)] for k, v in getattr(self, "candidate_scores_", {}).items()],
             "init_scores": np.asarray(getattr(self, "init_scores_", [])).tolist(),
             "select_epoch": int(getattr(self, "select_epoch_", 0)),
+            "candidates": _jsonable(getattr(self, "candidates_", pd.DataFrame()).to_dict("list")),
             "init_seed": getattr(self, "init_seed_", None),
             "history": getattr(self, "history_", pd.DataFrame()).to_dict("list"),
             "tensors_sha256": digest,
@@ -1294,6 +1331,8 @@ class MSSVAE(BaseEstimator):
         compared_at_end = len(meta.get("history", {}).get("loss", [])) if (
             model.start_scores_ or model.candidate_scores_) else 0
         model.select_epoch_ = int(meta.get("select_epoch", compared_at_end))
+        model.candidates_ = pd.DataFrame(meta.get("candidates") or {c: [] for c in CANDIDATE_COLUMNS},
+                                         columns=CANDIDATE_COLUMNS)
         model.init_seed_ = meta.get("init_seed", model.random_state)
         model._set_fitted_attributes()
         return model
