@@ -81,3 +81,13 @@ def test_a_torchrun_process_without_a_process_group_is_warned_that_it_fits_alone
     X, study, _, _ = two_block_data(n=60)
     with pytest.warns(RuntimeWarning, match="torch.distributed is not initialised"):
         MSSVAE(n_shared=2, n_specific=1, hidden=(8, 8), max_epochs=1, batch_size=32).fit(X, study)
+
+
+def test_two_ranks_compare_the_nb_candidates_alike_and_stay_in_step(tmp_path):
+    # item 27 under torchrun: the history is the mean over ranks, so every rank pauses, compares and
+    # resumes the same candidates, and the fit kept is the same on both
+    r0, r1 = _two_ranks(tmp_path, "nb")
+    for key in ("candidates", "W", "eta", "loss", "buffers", "W_shared"):
+        assert np.array_equal(r0[key], r1[key]), key
+    assert len(r0["candidates"]) == 3
+

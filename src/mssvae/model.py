@@ -92,10 +92,10 @@ VARIMAX_KL_FREE = (KL_FREE,)
 # plus SELECT_MARGIN of the epochs.  There each gets training's own estimate of its Eq. 2.4 bound
 # (the mean over the last SELECT_WINDOW of the epochs, with its standard error), and only those within
 # SELECT_Z standard errors of the best train on to the end, where `score` decides.  In the training
-# histories of 11 seeds' candidates (docs/design.md, item 27) the candidates dropped this way were 3.6
-# or more standard errors behind, and none was the final bound's choice; the two near ties (0.2 and
-# 0.8 SE) were the only seeds where the early leader was not.  A default NB fit costs about 1.7
-# trainings instead of 3.
+# histories of 14 seeds at N = 285 and 600 (docs/design.md, item 27) the candidates this stopped were
+# 3.6 or more standard errors behind and none was the final bound's choice; in the two seeds where the
+# early lead was not that choice they were 0.2 and 0.8 apart, so both trained on.  A default NB fit
+# costs about 1.8 trainings instead of 3 (1.14 candidates trained on per seed there).
 SELECT_MARGIN = 0.05
 SELECT_WINDOW = 0.025
 SELECT_MIN_WINDOW = 10
@@ -376,7 +376,7 @@ class MSSVAE(BaseEstimator):
         others train on from where they paused (so each ends exactly as its single fit) and the
         highest :meth:`score` among them is kept.  "auto" (default): 5 % of the epochs after the
         last schedule settles (λ0's annealing, ``dispersion_warmup``, ``kl_warmup``), 0.35 for the
-        NB defaults, whose 3 candidates then cost about 1.7 trainings.  1: every candidate trains to
+        NB defaults, whose 3 candidates then cost about 1.8 trainings.  1: every candidate trains to
         the end.  Restarts (``n_init``) are compared by :meth:`score` at the end either way
         (``candidates_``, ``select_epoch_``; docs/design.md, item 27).
     normalize_decoder : bool or None
