@@ -371,8 +371,9 @@ FIT_OUTPUTS = ("result.h5ad", "W_shared.csv", "factors.csv", "history.csv", "mod
                    "and keep the higher Eq. 2.4 bound, item 26; ones for gaussian).")
 @click.option("--select-after", type=_SHARE, default=None,
               help="With several candidate fits (--kl-free, --mask-init), the share of the epochs after which "
-                   "they are compared; only the best trains on: auto (default: 0.05 after the last warm-up, "
-                   "0.35 for nb) or a number in (0, 1] (1: train all to the end; docs/design.md, item 27).")
+                   "they are compared; those more than 3 standard errors behind the best stop there: auto "
+                   "(default: 0.05 after the last warm-up, 0.35 for nb) or a number in (0, 1] (1: train all to "
+                   "the end; docs/design.md, item 27).")
 @click.option("--merge-dependent", type=_MERGE_THRESHOLD, default=None,
               help="Merge factors of one block that are functions of one another (dependence R2 >= this "
                    "threshold) into one gene set, and fold a factor that is a function of two others "
