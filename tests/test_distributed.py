@@ -90,4 +90,3 @@ def test_two_ranks_compare_the_nb_candidates_alike_and_stay_in_step(tmp_path):
     for key in ("candidates", "W", "eta", "loss", "buffers", "W_shared"):
         assert np.array_equal(r0[key], r1[key]), key
     assert len(r0["candidates"]) == 3
-
