@@ -300,7 +300,8 @@ class MSSVAE(BaseEstimator):
         ``kl_free``, so a factor that is still forming feels only Eq. 2.4's KL and the extra weight
         cannot switch it off (docs/design.md, item 16); 0: the multiplier acts on the whole KL.  Several
         values: one fit per value, from the same seed, and the fit with the higher Eq. 2.4 bound
-        (:meth:`score` on the training data) is kept; ``candidate_scores_`` records each.  "auto"
+        (:meth:`score` on the training data) is kept; a fit clearly behind at ``select_after`` stops
+        there; ``candidate_scores_`` records those trained to the end.  "auto"
         (default): (0.5, 0) for NB and 0.5 for Gaussian data.  Neither value suits every data set
         (0 switched true factors off at N = 600, 0.5 left rotated mixtures at N = 285 with 7
         groups), and in each case the bound preferred the better fit (docs/design.md, item 18).  With
@@ -364,10 +365,11 @@ class MSSVAE(BaseEstimator):
         rotated pairs of shared columns that W = 1 leaves in small count cohorts (docs/design.md,
         "Counts (NB)", items 23 and 25).  Several: one fit from each start (each with every
         ``kl_free`` value) from the same seed, and the fit with the higher Eq. 2.4 bound is kept
-        (``mask_init_``, ``start_scores_``).  "auto" (default): with NB data and ``kl_free="auto"``
-        (the NB defaults), W = 1 with kl_free 0.5 and 0 and the varimax start with 0.5, 3 trainings in
-        all; otherwise "ones", so a kl_free given by hand (``kl_free=0.5``: one training) keeps one
-        start.  Neither start suits every data set (docs/design.md, item 26).
+        (``mask_init_``, ``start_scores_``; ``select_after`` says when they are compared).  "auto"
+        (default): with NB data and ``kl_free="auto"`` (the NB defaults), W = 1 with kl_free 0.5 and 0
+        and the varimax start with 0.5, 3 candidates in all; otherwise "ones", so a kl_free given by
+        hand (``kl_free=0.5``: one training) keeps one start.  Neither start suits every data set
+        (docs/design.md, item 26).
     select_after : "auto" or float in (0, 1]
         When a fit has several candidates (``kl_free`` values, ``mask_init`` starts), the share of
         the epochs they all train for.  There each gets training's estimate of its Eq. 2.4 bound
