@@ -1,7 +1,7 @@
 """Does Eq. 2.4 prefer the true supports to a rotated fit?  A fit started from the truth, scored beside the default.
 
     python benchmarks/replicate.py --kind rnaseq SIM NET --seeds 1 --threads 1 --save-models FITS --out ...
-    python benchmarks/probes/oracle_start.py FITS/seed1 --seed 1 SIM [--out FILE] [--save DIR]
+    python benchmarks/probes/oracle_start.py FITS/seed1 --seed 1 SIM [--out FILE] [--save DIR] [--set KEY=VALUE ...]
 
 (SIM, NET: the settings of benchmarks/README.md, "The GSE68086 shape over ten seeds".)
 
@@ -12,11 +12,14 @@ Both are then trained identically (the default two ``kl_free`` candidates, the m
 merge).  Printed: each fit's Eq. 2.4 per sample and its terms (``training.evaluate_bound``, 32
 draws, as ``score``), and its §4.2 scores; ``--save DIR`` keeps the oracle-start fit.  If the
 oracle start ends with the higher bound, the rotations of item 23 are a failure of the optimisation,
-which the objective would not choose; if lower, the objective itself prefers them.
+which the objective would not choose; if lower, the objective itself prefers them.  ``--set`` changes
+a setting of the oracle fit only (e.g. ``--set mask_init=ones --set kl_free=0.5`` trains one
+candidate, the settings the default kept, instead of every candidate from the true supports).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 import time
@@ -40,8 +43,8 @@ if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say 
 class OracleStart(MSSVAE):
     """MSSVAE whose masks start at the true supports (a probe only: the truth is not known in practice)."""
 
-    def _initialise(self, module, X):
-        super()._initialise(module, X)
+    def _initialise(self, module, X, masks=None):
+        super()._initialise(module, X, masks)
         sim = self._oracle
         W0 = torch.zeros_like(module.W)
         S = np.abs(sim.W_shared) > 0
@@ -76,11 +79,20 @@ def pop_option(name: str):
     return Path(value)
 
 
+def pop_sets() -> dict:
+    """Every ``--set KEY=VALUE`` in sys.argv as a dict, removed from it."""
+    sets = {}
+    while "--set" in sys.argv:
+        key, value = str(pop_option("--set")).split("=", 1)
+        sets[key] = ast.literal_eval(value) if value[:1] in "0123456789-([{'\"" else value
+    return sets
+
+
 def main() -> None:
-    out, save = pop_option("--out"), pop_option("--save")
+    out, save, sets = pop_option("--out"), pop_option("--save"), pop_sets()
     torch.set_num_threads(1)
     sim, default = saved_fit_and_data(__doc__)
-    settings = {k: v for k, v in default.get_params().items()}
+    settings = {**default.get_params(), **sets}
     oracle = OracleStart(**settings)
     oracle._oracle = sim
     t0 = time.perf_counter()

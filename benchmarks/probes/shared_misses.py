@@ -6,8 +6,11 @@
 
 For each true shared support (|W| > 0.5, as the §4.2 scores read it): its size, the estimated
 shared column with the best Jaccard and that Jaccard, the Hungarian match's Jaccard, and the best
-Jaccard among every study's specific columns (a shared program fitted as specific ones).  Then each
-estimated shared column that matches no true one well (a split, a union, or noise).
+Jaccard among every study's specific columns (a shared program fitted as specific ones), and how
+many of the true genes the best column misses are curved ones (§4.2's sin genes, j ≡ 0 mod 3;
+``simulate.nonlinear_features``) out of the curved genes of that factor.  Then each estimated
+shared column: its size, the true support it overlaps most, and how much of it lies inside that
+support (a split, a union of several modules, or noise).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from platelet_size import saved_fit_and_data  # noqa: E402
 
 from mssvae.metrics import active_columns, jaccard_matrix, support  # noqa: E402
+from mssvae.simulate import nonlinear_features  # noqa: E402
 
 if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say what they do, run nothing
     sys.exit(print(__doc__))
@@ -39,13 +43,17 @@ def main() -> None:
     spec = np.concatenate([support(w) for w in model.W_specific_.values()], axis=1)
     Jspec = jaccard_matrix(T, spec) if spec.shape[1] else np.zeros((T.shape[1], 1))
     print(f"true shared {T.shape[1]}, estimated active shared {S.shape[1]} (columns {keep.tolist()})")
-    print("true  size  best_est  J_best  J_matched  best_specific_J  overlap_of_true_in_est_union")
+    print("true  size  best_est  J_best  J_matched  best_specific_J  overlap_of_true_in_est_union  "
+          "curved_missed/curved")
     union = S.any(1)
+    curved = nonlinear_features(T.shape[0])
     for k in range(T.shape[1]):
         b = int(J[k].argmax()) if S.shape[1] else -1
         jm = J[k, match[k]] if k in match else 0.0
+        missed = T[:, k] & ~S[:, b] if b >= 0 else T[:, k]
         print(f"{k:4d} {T[:, k].sum():5d} {keep[b] if b >= 0 else -1:9d} {J[k].max() if S.shape[1] else 0:7.3f}"
-              f" {jm:10.3f} {Jspec[k].max():16.3f} {(T[:, k] & union).sum() / T[:, k].sum():10.3f}")
+              f" {jm:10.3f} {Jspec[k].max():16.3f} {(T[:, k] & union).sum() / T[:, k].sum():10.3f}"
+              f"  {(missed & curved).sum():3d}/{(T[:, k] & curved).sum()} of {missed.sum()} missed")
     print("estimated shared columns: size, best true, J, share of the column inside that true support")
     for j in range(S.shape[1]):
         t = int(J[:, j].argmax())
