@@ -11,6 +11,12 @@ many of the true genes the best column misses are curved ones (§4.2's sin genes
 ``simulate.nonlinear_features``) out of the curved genes of that factor.  Then each estimated
 shared column: its size, the true support it overlaps most, and how much of it lies inside that
 support (a split, a union of several modules, or noise).
+
+    python benchmarks/probes/shared_misses.py FIT --seed S [--sim ...] --before CK/.../checkpoint.safetensors
+
+``--before`` (the kept candidate's last checkpoint, written by ``replicate.py --checkpoints CK``
+before the mask check) adds how many of the missed genes were still in the slab (|W| > 0.5) when
+training ended, so were removed by the mask check (docs/design.md item 17), not held at 0 by the spike.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
 from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,7 +39,13 @@ if {"-h", "--help"} & set(sys.argv[1:]):   # these probes have no argparse: say 
 
 
 def main() -> None:
+    checkpoint = None
+    if "--before" in sys.argv:
+        i = sys.argv.index("--before")
+        checkpoint = sys.argv[i + 1]
+        del sys.argv[i:i + 2]
     sim, model = saved_fit_and_data(__doc__)
+    before = None if checkpoint is None else np.abs(load_file(checkpoint)["module.W"][:, :model.W_shared_.shape[1]])
     T = support(sim.W_shared)
     S = support(model.W_shared_)
     keep = active_columns(S, max_density=0.25)
@@ -44,7 +57,7 @@ def main() -> None:
     Jspec = jaccard_matrix(T, spec) if spec.shape[1] else np.zeros((T.shape[1], 1))
     print(f"true shared {T.shape[1]}, estimated active shared {S.shape[1]} (columns {keep.tolist()})")
     print("true  size  best_est  J_best  J_matched  best_specific_J  overlap_of_true_in_est_union  "
-          "curved_missed/curved")
+          "curved_missed/curved" + ("  missed_removed_by_mask_check" if before is not None else ""))
     union = S.any(1)
     curved = nonlinear_features(T.shape[0])
     for k in range(T.shape[1]):
@@ -53,7 +66,8 @@ def main() -> None:
         missed = T[:, k] & ~S[:, b] if b >= 0 else T[:, k]
         print(f"{k:4d} {T[:, k].sum():5d} {keep[b] if b >= 0 else -1:9d} {J[k].max() if S.shape[1] else 0:7.3f}"
               f" {jm:10.3f} {Jspec[k].max():16.3f} {(T[:, k] & union).sum() / T[:, k].sum():10.3f}"
-              f"  {(missed & curved).sum():3d}/{(T[:, k] & curved).sum()} of {missed.sum()} missed")
+              f"  {(missed & curved).sum():3d}/{(T[:, k] & curved).sum()} of {missed.sum()} missed"
+              + (f"  {(missed & (before[:, keep[b]] > 0.5)).sum():3d}" if before is not None and b >= 0 else ""))
     print("estimated shared columns: size, best true, J, share of the column inside that true support")
     for j in range(S.shape[1]):
         t = int(J[:, j].argmax())
