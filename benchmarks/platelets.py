@@ -59,6 +59,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     # results/platelets/ ran before item 26, when the NB default started from W = 1 alone: --mask-init ones
     p.add_argument("--mask-init", default="auto", choices=["auto", "ones", "varimax"])
+    p.add_argument("--kl-free", default="auto", help="as `mssvae fit --kl-free` (AUTO or numbers)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--redo", action="store_true", help="rerun stages whose output exists")
     a = p.parse_args()
@@ -90,7 +91,8 @@ def main() -> None:
     stage("fit", fit_dir / "model", exe + [
         "fit", str(h5ad), "--study-key", "group", "--likelihood", "nb", "--hidden", a.hidden,
         "--n-shared", str(a.n_shared), "--n-specific", str(a.n_specific), "--batch-size", str(a.batch_size),
-        "--epochs", str(a.epochs), "--seed", str(a.seed), "--mask-init", a.mask_init, "-o", str(fit_dir),
+        "--epochs", str(a.epochs), "--seed", str(a.seed), "--mask-init", a.mask_init, "--kl-free", a.kl_free,
+        "-o", str(fit_dir),
         "--overwrite", *threads])
     stage("enrich", enrich_dir / "top_terms.csv", exe + [
         "enrich", str(fit_dir / "model"), "-o", str(enrich_dir), "--overwrite"])
@@ -128,7 +130,7 @@ def main() -> None:
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "settings": dict(epochs=a.epochs, hidden=a.hidden, n_shared=a.n_shared, n_specific=a.n_specific,
                          batch_size=a.batch_size, seed=a.seed, likelihood="nb", prior_weight="auto",
-                         mask_init=a.mask_init),
+                         mask_init=a.mask_init, kl_free=a.kl_free),
         "samples_kept": int(adata.n_obs), "genes_kept": int(adata.n_vars),
         "active_shared": int(model.n_shared_active_),
         "active_specific": {str(k): int(v) for k, v in model.n_specific_active_.items()},
