@@ -49,8 +49,12 @@ def describe(model: MSSVAE, X: np.ndarray, study: np.ndarray) -> None:
         print(model.candidates_.to_string(index=False))
     print(f"active shared {model.n_shared_active_} of {K_S}, gene-set sizes {sorted(sizes, reverse=True)}; "
           f"active specific {dict(model.n_specific_active_)}")
-    print(f"factors with KL > 0.1 nats: {len(informative)}, of which with no |W| > 0.5: "
-          f"{len([f for f in informative if f not in with_support])}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model._warn_hidden_factors()   # the fit's own count: merged and folded columns' genes are in other sets
+    own = next((str(w.message).split(" but ")[0] for w in caught if "carry information" in str(w.message)), "none")
+    print(f"factors with KL > 0.1 nats: {len(informative)}, of which with no |W| > 0.5 in their own column: "
+          f"{len([f for f in informative if f not in with_support])}; the fit's warning: {own}")
     print("shared column: max|W|, #|W| > 0.5, #|W| in (0.05, 0.5], sd of posterior means, KL")
     for k in range(K_S):
         a = W[:, k]

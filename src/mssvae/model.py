@@ -906,7 +906,7 @@ class MSSVAE(BaseEstimator):
         hidden = [self.factor_names_[k] for k in np.flatnonzero(used & ~active)]
         if hidden:
             # On real GSE68086 counts the bound kept the varimax start, whose factors held their genes
-            # on many entries below the threshold (46 of 55 informative factors without a gene set);
+            # on many entries below the threshold (44 of 55 informative factors in no gene set);
             # the W = 1 start gave gene sets with GO terms there (docs/results.md, "Real data").
             advice = (" or refit with mask_init='ones' (the paper's start; this fit kept the varimax one)"
                       if self.mask_init_ == "varimax" else "")
