@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mssvae import MSSVAE
+from mssvae.initialisation import varimax_masks
 
 if {"-h", "--help"} & set(sys.argv[1:]) or len(sys.argv) < 3:   # no argparse: say what it does, run nothing
     sys.exit(print(__doc__))
@@ -68,8 +69,15 @@ def main() -> None:
     X, study = np.asarray(adata.X), adata.obs["group"].astype(str).to_numpy()
     for path in sys.argv[2:]:
         print(f"## {path}")
-        describe(MSSVAE.load(path), X, study)
+        model = MSSVAE.load(path)
+        describe(model, X, study)
         print()
+    # where the varimax start puts the entries on these data (the last model's sizes and seed)
+    codes = np.searchsorted(model.studies_, study)
+    W0 = varimax_masks(X, codes, model.n_shared, list(model._n_specific), "nb", random_state=int(model.random_state))
+    print(f"varimax start on these data: {(W0 > 0.5).mean():.3f} of the entries above 0.5, "
+          f"{((W0 > 0.05) & (W0 <= 0.5)).mean():.3f} in (0.05, 0.5], median {np.median((W0 > 0.5).sum(0)):.0f} "
+          "entries above 0.5 per column")
 
 
 if __name__ == "__main__":
