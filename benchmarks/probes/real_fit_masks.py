@@ -7,13 +7,14 @@
 
 For each saved model: the start and kl_free kept, its Eq. 2.4 bound per sample on the data
 (``model.score``, its own seed, so two fits of one seed are scored with the same draws), the active
-factors and their gene-set sizes (|W| > 0.5, the paper's §5 rule), the factors that carry information
-(KL > 0.1 nats per sample) with no |W| > 0.5, and per shared column: the largest |W|, how many entries
-are above 0.5 and in (0.05, 0.5], and the standard deviation of the posterior means of its factor over
-the samples.  The decoder's scale is normalised (``normalize_decoder``, the NB default), but
-W[:, k] → W[:, k] / s with z_k → s·z_k still leaves the decoder's input unchanged: the factor's KL
-pays for s > 1 and the mask prior rewards it, so a factor whose posterior means spread far beyond the
-prior's unit variance can carry its genes on entries below 0.5.
+factors and their gene-set sizes (|W| > 0.5, the paper's §5 rule), the factors that carry
+information (KL > 0.1 nats per sample) with no |W| > 0.5, and per shared column: the largest |W|,
+how many entries are above 0.5 and in (0.05, 0.5], and the standard deviation of the posterior means
+of its factor over the samples, and how many entries pass 0.5 once that spread is moved into W. The
+decoder's scale is normalised (``normalize_decoder``, the NB default), but W[:, k] → W[:, k] / s
+with z_k → s·z_k still leaves the decoder's input unchanged: the factor's KL pays for s > 1 and the
+mask prior rewards it, so a factor whose posterior means spread far beyond the prior's unit variance
+can carry its genes on entries below 0.5.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def describe(model: MSSVAE, X: np.ndarray, study: np.ndarray) -> None:
     own = next((str(w.message).split(" but ")[0] for w in caught if "carry information" in str(w.message)), "none")
     print(f"factors with KL > 0.1 nats: {len(informative)}, of which with no |W| > 0.5 in their own column: "
           f"{len([f for f in informative if f not in with_support])}; the fit's warning: {own}")
-    print("shared column: max|W|, #|W| > 0.5, #|W| in (0.05, 0.5], sd of posterior means, KL")
+    # #|W|·sd > 0.5: the genes above the threshold once the factor's spread is moved into W (z at unit spread)
+    print("shared column: max|W|, #|W| > 0.5, #|W| in (0.05, 0.5], sd of posterior means, KL, #|W|·sd > 0.5")
     for k in range(K_S):
-        a = W[:, k]
+        a, sd = W[:, k], Z[:, k].std()
         print(f"  {k:3d} {a.max():6.2f} {(a > 0.5).sum():5d} {((a > 0.05) & (a <= 0.5)).sum():5d} "
-              f"{Z[:, k].std():6.2f} {model.factor_kl_[k]:6.2f}")
+              f"{sd:6.2f} {model.factor_kl_[k]:6.2f} {(a * sd > 0.5).sum():5d}")
 
 
 def main() -> None:
