@@ -369,7 +369,9 @@ class MSSVAE(BaseEstimator):
         (default): with NB data and ``kl_free="auto"`` (the NB defaults), W = 1 with kl_free 0.5 and 0
         and the varimax start with 0.5, 3 candidates in all; otherwise "ones", so a kl_free given by
         hand (``kl_free=0.5``: one training) keeps one start.  Neither start suits every data set
-        (docs/design.md, item 26).
+        (docs/design.md, item 26); on real GSE68086 counts the bound kept a varimax fit whose factors
+        mostly had no |W| > 0.5, where "ones" gave enriched gene sets (item 29; the fit's warning
+        then says so).
     select_after : "auto" or float in (0, 1]
         When a fit has several candidates (``kl_free`` values, ``mask_init`` starts), the share of
         the epochs they all train for.  There each gets training's estimate of its Eq. 2.4 bound
